@@ -1,0 +1,1 @@
+//! HTTP origin for abr packages. Not implemented yet: tracked by issue 4.

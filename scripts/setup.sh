@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what abr's build, demo and tests need on Debian 12, idempotently.
+# Safe to run repeatedly: each step is skipped when already satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(pkg-config clang libclang-dev ffmpeg
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+  libavfilter-dev libavdevice-dev libxml2-utils chromium nodejs npm)
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from outside apt (e.g. the machine image): accept working binaries.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=(); for p in "${missing[@]}"; do [[ $p == nodejs || $p == npm ]] || tmp+=("$p"); done
+  missing=("${tmp[@]}")
+fi
+if ((${#missing[@]})); then
+  echo "setup: apt-get install ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Browser-test dependencies (playwright-core drives Debian's chromium; hls.js, dash.js are the players).
+if [ ! -f tests/player/node_modules/.installed ] || [ tests/player/package-lock.json -nt tests/player/node_modules/.installed ]; then
+  (cd tests/player && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
+fi
