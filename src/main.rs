@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use packager::{Formats, Job, LadderSpec, ProgressMode};
 
 #[derive(Parser)]
-#[command(name = "abr", version, about = "Adaptive-bitrate packager (HLS + DASH) and origin")]
+#[command(
+    name = "abr",
+    version,
+    about = "Adaptive-bitrate packager (HLS + DASH) and origin"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), also read from ABR_LOG.
     #[arg(long, global = true, env = "ABR_LOG", default_value = "warn")]
@@ -60,7 +64,9 @@ struct PackageArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {
@@ -91,7 +97,10 @@ fn run(cmd: Command) -> Result<()> {
 }
 
 fn package(a: PackageArgs) -> Result<()> {
-    let mut formats = Formats { hls: false, dash: false };
+    let mut formats = Formats {
+        hls: false,
+        dash: false,
+    };
     for f in &a.formats {
         match f.trim() {
             "hls" => formats.hls = true,
@@ -101,7 +110,8 @@ fn package(a: PackageArgs) -> Result<()> {
     }
     let ladder = match &a.ladder {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read ladder file {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read ladder file {}", p.display()))?;
             LadderSpec::from_toml(&text).with_context(|| format!("ladder file {}", p.display()))?
         }
         None => LadderSpec::default(),

@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn workdir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("abr-bad-{name}-")).tempdir_in(fixture_dir()).unwrap()
+    tempfile::Builder::new()
+        .prefix(&format!("abr-bad-{name}-"))
+        .tempdir_in(fixture_dir())
+        .unwrap()
 }
 
 /// Lists leftover staging directories beside `out`.
@@ -20,7 +23,12 @@ fn staging_leftovers(out: &Path) -> Vec<PathBuf> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".abr-staging."))
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .contains(".abr-staging.")
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -29,23 +37,43 @@ fn staging_leftovers(out: &Path) -> Vec<PathBuf> {
 /// Runs `abr package input --out out` and asserts: exit ≠ 0, exactly one stderr line that
 /// starts with "abr: error:" and contains `needle`, no panic, nothing at `out`, no staging left.
 fn assert_rejected(input: &Path, out: &Path, needle: &str) {
-    let o = abr(&["package", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--progress", "none"]);
+    let o = abr(&[
+        "package",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--progress",
+        "none",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{}: expected failure", input.display());
-    assert_eq!(o.status.code(), Some(1), "exit code for {}: {err}", input.display());
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit code for {}: {err}",
+        input.display()
+    );
     let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr, got: {err}");
     assert!(lines[0].starts_with("abr: error:"), "{err}");
     assert!(lines[0].contains(needle), "stderr {err:?} lacks {needle:?}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "{} was published", out.display());
-    assert!(staging_leftovers(out).is_empty(), "staging left: {:?}", staging_leftovers(out));
+    assert!(
+        staging_leftovers(out).is_empty(),
+        "staging left: {:?}",
+        staging_leftovers(out)
+    );
 }
 
 #[test]
 fn missing_file() {
     let w = workdir("missing");
-    assert_rejected(&w.path().join("nope.mp4"), &w.path().join("out"), "cannot read input");
+    assert_rejected(
+        &w.path().join("nope.mp4"),
+        &w.path().join("out"),
+        "cannot read input",
+    );
 }
 
 #[test]
@@ -78,24 +106,44 @@ fn truncated_file() {
     let w = workdir("truncated");
     let src = fixture("truncated", 6);
     assert_rejected(&src, &w.path().join("out"), "");
-    let o = abr(&["package", src.to_str().unwrap(), "--out", w.path().join("o2").to_str().unwrap()]);
+    let o = abr(&[
+        "package",
+        src.to_str().unwrap(),
+        "--out",
+        w.path().join("o2").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("truncated") || err.contains("not a media file"), "{err}");
+    assert!(
+        err.contains("truncated") || err.contains("not a media file"),
+        "{err}"
+    );
 }
 
 #[test]
 fn audio_only_has_no_video_stream() {
     let w = workdir("audioonly");
-    assert_rejected(&fixture("audioonly", 3), &w.path().join("out"), "no video stream");
+    assert_rejected(
+        &fixture("audioonly", 3),
+        &w.path().join("out"),
+        "no video stream",
+    );
 }
 
 #[test]
 fn unknown_codec() {
     let w = workdir("unknown");
     let src = fixture("unknowncodec", 3);
-    let o = abr(&["package", src.to_str().unwrap(), "--out", w.path().join("x").to_str().unwrap()]);
+    let o = abr(&[
+        "package",
+        src.to_str().unwrap(),
+        "--out",
+        w.path().join("x").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no decoder") || err.contains("no video stream"), "{err}");
+    assert!(
+        err.contains("no decoder") || err.contains("no video stream"),
+        "{err}"
+    );
     assert_rejected(&src, &w.path().join("out"), "abr: error:");
 }
 
@@ -116,13 +164,26 @@ fn existing_output_is_refused_without_force() {
     let out = w.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep"), b"precious").unwrap();
-    let o = abr(&["package", src.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = abr(&[
+        "package",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
     assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"precious");
     // With --force it is replaced by a complete package.
     let ladder = test_ladder(w.path());
-    let o = abr(&["package", src.to_str().unwrap(), "--out", out.to_str().unwrap(), "--force", "--ladder", ladder.to_str().unwrap()]);
+    let o = abr(&[
+        "package",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--force",
+        "--ladder",
+        ladder.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!out.join("keep").exists() && out.join("hls/master.m3u8").is_file());
 }
@@ -135,9 +196,17 @@ fn bad_options() {
     for (args, needle) in [
         (vec!["--segment-duration", "0"], "segment-duration"),
         (vec!["--formats", "flv"], "unknown format"),
-        (vec!["--ladder", "/nonexistent/ladder.toml"], "cannot read ladder file"),
+        (
+            vec!["--ladder", "/nonexistent/ladder.toml"],
+            "cannot read ladder file",
+        ),
     ] {
-        let mut a = vec!["package", src.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut a = vec![
+            "package",
+            src.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         a.extend(args);
         let o = abr(&a);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -146,9 +215,19 @@ fn bad_options() {
     }
     let bad = w.path().join("bad.toml");
     std::fs::write(&bad, "preset = \"warp\"\n").unwrap();
-    let o = abr(&["package", src.to_str().unwrap(), "--out", out.to_str().unwrap(), "--ladder", bad.to_str().unwrap()]);
+    let o = abr(&[
+        "package",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--ladder",
+        bad.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("unknown x264 preset") && err.lines().count() == 1, "{err}");
+    assert!(
+        !o.status.success() && err.contains("unknown x264 preset") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -157,7 +236,14 @@ fn killed_job_publishes_nothing_and_rerun_succeeds() {
     let src = fixture("1080p30", 20);
     let out = w.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_abr"))
-        .args(["package", src.to_str().unwrap(), "--out", out.to_str().unwrap(), "--progress", "json"])
+        .args([
+            "package",
+            src.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--progress",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -177,11 +263,26 @@ fn killed_job_publishes_nothing_and_rerun_succeeds() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!out.exists(), "a killed job published {}", out.display());
-    assert_eq!(staging_leftovers(&out).len(), 1, "the killed job's staging dir is expected to remain");
+    assert_eq!(
+        staging_leftovers(&out).len(),
+        1,
+        "the killed job's staging dir is expected to remain"
+    );
     // Rerun: the stale staging dir is cleaned and the job completes.
-    let o = abr(&["package", src.to_str().unwrap(), "--out", out.to_str().unwrap(), "--progress", "json"]);
+    let o = abr(&[
+        "package",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--progress",
+        "json",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let last = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["event"], "done");
     assert!(out.join("hls/master.m3u8").is_file() && out.join("dash/manifest.mpd").is_file());

@@ -304,8 +304,17 @@ mod tests {
     #[test]
     fn frame_rate_choice() {
         let r = |n, d| Rational::new(n, d);
-        assert_eq!(output_frame_rate(r(30000, 1001), r(30000, 1001)), Some(Ratio { num: 30000, den: 1001 }));
-        assert_eq!(output_frame_rate(r(24, 1), r(24, 1)), Some(Ratio { num: 24, den: 1 }));
+        assert_eq!(
+            output_frame_rate(r(30000, 1001), r(30000, 1001)),
+            Some(Ratio {
+                num: 30000,
+                den: 1001
+            })
+        );
+        assert_eq!(
+            output_frame_rate(r(24, 1), r(24, 1)),
+            Some(Ratio { num: 24, den: 1 })
+        );
         assert_eq!(
             output_frame_rate(r(30, 1), r(30, 1)),
             Some(Ratio { num: 30, den: 1 })

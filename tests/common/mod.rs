@@ -36,18 +36,32 @@ pub fn fixture(shape: &str, secs: u32) -> PathBuf {
         .arg(secs.to_string())
         .output()
         .expect("run fixtures/make.sh");
-    assert!(st.status.success(), "fixture {shape}: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "fixture {shape}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     out
 }
 
 /// Runs the `abr` binary.
 pub fn abr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_abr")).args(args).output().expect("run abr")
+    Command::new(env!("CARGO_BIN_EXE_abr"))
+        .args(args)
+        .output()
+        .expect("run abr")
 }
 
 /// Runs `abr package` and asserts success; returns the package directory.
 pub fn package(input: &Path, out: &Path, extra: &[&str]) -> PathBuf {
-    let mut args = vec!["package", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--progress", "none"];
+    let mut args = vec![
+        "package",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--progress",
+        "none",
+    ];
     args.extend_from_slice(extra);
     let o = abr(&args);
     assert!(
@@ -64,7 +78,7 @@ pub fn test_ladder(dir: &Path) -> PathBuf {
     let p = dir.join("ladder.toml");
     std::fs::write(
         &p,
-        "preset = \"ultrafast\"\n\
+        "preset = \"superfast\"\n\
          [[video]]\nheight = 720\nbitrate_kbps = 1500\n\
          [[video]]\nheight = 360\nbitrate_kbps = 500\n\
          [[video]]\nheight = 240\nbitrate_kbps = 300\n\
@@ -82,7 +96,12 @@ pub fn ffprobe_json(file: &Path, args: &[&str]) -> serde_json::Value {
         .arg(file)
         .output()
         .expect("ffprobe");
-    assert!(o.status.success(), "ffprobe {}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ffprobe {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("ffprobe json")
 }
 
@@ -95,23 +114,30 @@ pub fn assert_decodes(file: &Path) {
         .output()
         .expect("ffmpeg");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && err.trim().is_empty(), "decoding {} failed: {err}", file.display());
+    assert!(
+        o.status.success() && err.trim().is_empty(),
+        "decoding {} failed: {err}",
+        file.display()
+    );
 }
 
-/// Source video duration in seconds and frame rate (from ffprobe, independent of abr).
+/// Source video duration in seconds (end of the last frame minus start of the first, from the
+/// packet timestamps ffprobe reads) and average frame rate — independent of abr.
 pub fn source_video(file: &Path) -> (f64, f64) {
     let j = ffprobe_json(
         file,
-        &["-select_streams", "v:0", "-count_frames", "-show_entries", "stream=duration,avg_frame_rate,nb_read_frames:format=duration"],
+        &["-select_streams", "v:0", "-show_entries", "stream=avg_frame_rate:packet=pts_time,duration_time"],
     );
-    let s = &j["streams"][0];
-    let rate = s["avg_frame_rate"].as_str().map(parse_ratio).unwrap_or(0.0);
-    let dur = s["duration"]
-        .as_str()
-        .and_then(|d| d.parse::<f64>().ok())
-        .or_else(|| j["format"]["duration"].as_str().and_then(|d| d.parse().ok()))
-        .unwrap_or(0.0);
-    (dur, rate)
+    let rate = j["streams"][0]["avg_frame_rate"].as_str().map(parse_ratio).unwrap_or(0.0);
+    let num = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    let (mut first, mut end) = (f64::MAX, f64::MIN);
+    for p in j["packets"].as_array().expect("packets") {
+        if let Some(pts) = num(&p["pts_time"]) {
+            first = first.min(pts);
+            end = end.max(pts + num(&p["duration_time"]).unwrap_or(0.0));
+        }
+    }
+    (end - first, rate)
 }
 
 /// Parses "a/b" or "a".

@@ -4,6 +4,8 @@
 //   would for a cross-origin player: CORS (incl. preflight), byte ranges
 //   (206/416), media MIME types.
 // startPageServer(files): serves a fixed map of URL path -> {file|body, type}.
+// staticHandler(dir) / listen(server, {port, host}): the same pieces, for
+//   servers that add their own routes (serve.mjs).
 
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
@@ -32,12 +34,14 @@ const CORS = {
   'Access-Control-Expose-Headers': 'Content-Length, Content-Range, Accept-Ranges, Content-Type, ETag, Last-Modified',
 };
 
-function listen(server) {
+export function listen(server, { port = 0, host = '127.0.0.1' } = {}) {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      resolve({ server, port, origin: `http://127.0.0.1:${port}`, close: () => closeServer(server) });
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const { port: bound } = server.address();
+      const h = host.includes(':') ? `[${host}]` : host;
+      resolve({ server, port: bound, origin: `http://${h}:${bound}`, close: () => closeServer(server) });
     });
   });
 }
@@ -79,8 +83,13 @@ export function parseRange(header, size) {
 
 /** Static file server for a package directory, cross-origin friendly. */
 export async function startStaticServer(rootDir, { log = () => {} } = {}) {
+  return listen(createServer(staticHandler(rootDir, { log })));
+}
+
+/** The request handler of startStaticServer: (req, res) => void, serving rootDir. */
+export function staticHandler(rootDir, { log = () => {} } = {}) {
   const root = path.resolve(rootDir);
-  const server = createServer(async (req, res) => {
+  return async (req, res) => {
     const send = (status, headers = {}, body = '') => {
       res.writeHead(status, { ...CORS, ...headers });
       res.end(req.method === 'HEAD' ? undefined : body);
@@ -136,8 +145,7 @@ export async function startStaticServer(rootDir, { log = () => {} } = {}) {
     } catch (e) {
       send(500, { 'Content-Type': 'text/plain' }, String(e));
     }
-  });
-  return listen(server);
+  };
 }
 
 /**

@@ -243,7 +243,8 @@ fn segment_template(r: &DashRepresentation) -> SegmentTemplate {
         initialization: Some(INIT_TEMPLATE.into()),
         media: Some(MEDIA_TEMPLATE.into()),
         startNumber: Some(1),
-        presentationTimeOffset: (r.presentation_time_offset > 0).then_some(r.presentation_time_offset),
+        presentationTimeOffset: (r.presentation_time_offset > 0)
+            .then_some(r.presentation_time_offset),
         SegmentTimeline: Some(timeline(&r.segments)),
         ..Default::default()
     }
