@@ -49,6 +49,12 @@ impl Staging {
             });
         }
         let (parent, prefix) = staging_prefix(target)?;
+        if let Some(file) = parent.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+            return Err(PackageError::Write {
+                path: target.to_path_buf(),
+                source: std::io::Error::other(format!("{} is not a directory", file.display())),
+            });
+        }
         fs::create_dir_all(&parent).write_ctx(&parent)?;
         // Clean staging directories left by killed jobs (their pid is gone).
         if let Ok(entries) = fs::read_dir(&parent) {

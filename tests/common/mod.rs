@@ -25,6 +25,7 @@ pub fn fixture(shape: &str, secs: u32) -> PathBuf {
     let ext = match shape {
         "sar480" | "10bit" | "unknowncodec" => "mkv",
         "audioonly" => "m4a",
+        "truncated-faststart" => "mp4",
         _ => "mp4",
     };
     let out = fixture_dir().join(format!("{shape}-{secs}s.{ext}"));

@@ -118,8 +118,15 @@ function clientMain(PACKAGES, CURRENT) {
     line.textContent = `${new Date().toLocaleTimeString()} ${fatal ? 'FATAL ' : ''}${msg}`;
     $('log').prepend(line);
   };
-  const status = () => {
+  // The rendition on screen: the one the player last reported, unless the decoded picture says
+  // otherwise (dash.js reports no change for the first one); then the one of that size.
+  const shown = () => {
+    const bySize = (x) => x.width === video.videoWidth && x.height === video.videoHeight;
     const r = renditions.find((x) => String(x.id) === String(current));
+    return r && (bySize(r) || !video.videoWidth) ? r : renditions.find(bySize) || r;
+  };
+  const status = () => {
+    const r = shown();
     const auto = select.value === 'auto' ? ' (auto)' : '';
     $('status').textContent = `${kind === 'hls' ? 'hls.js' : 'dash.js'} · rendition ${r ? label(r) : '?'}${auto}`
       + ` · video ${video.videoWidth}×${video.videoHeight} · ${video.currentTime.toFixed(1)} s`;
@@ -185,8 +192,6 @@ function clientMain(PACKAGES, CURRENT) {
       const E = dashjs.MediaPlayer.events;
       dash.on(E.STREAM_INITIALIZED, () => {
         renditions = (dash.getRepresentationsByType('video') || []).map((r) => ({ id: r.id, width: r.width, height: r.height, bitrate: r.bandwidth }));
-        const q = dash.getCurrentRepresentationForType && dash.getCurrentRepresentationForType('video');
-        if (q) current = q.id;
         fillSelect();
       });
       dash.on(E.QUALITY_CHANGE_RENDERED, (e) => {
@@ -203,7 +208,7 @@ function clientMain(PACKAGES, CURRENT) {
   // For scripted checks (e.g. playwright): window.abrDemo.state().
   window.abrDemo = {
     state: () => ({
-      player: kind, package: CURRENT, renditions, current, errors,
+      player: kind, package: CURRENT, renditions, current: shown() ? shown().id : null, errors,
       currentTime: video.currentTime, paused: video.paused,
       videoWidth: video.videoWidth, videoHeight: video.videoHeight,
     }),

@@ -48,7 +48,7 @@ impl Filtered {
             Ok(()) => Ok(()),
             // Corrupt packets are skipped the way players do; truncation is judged by duration.
             Err(ff::Error::InvalidData) => {
-                tracing::warn!("{}: skipping undecodable packet", self.context);
+                tracing::debug!("{}: skipping undecodable packet", self.context);
                 Ok(())
             }
             Err(e) => Err(PackageError::Av {
@@ -91,7 +91,7 @@ impl Filtered {
                 Err(ff::Error::Other { errno }) if errno == ff::ffi::EAGAIN => break,
                 Err(ff::Error::Eof) => break,
                 Err(ff::Error::InvalidData) => {
-                    tracing::warn!("{}: skipping undecodable frame", self.context);
+                    tracing::debug!("{}: skipping undecodable frame", self.context);
                 }
                 Err(e) => {
                     return Err(PackageError::Av {
