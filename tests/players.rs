@@ -17,7 +17,7 @@ fn play(dir: &std::path::Path, player: &str) {
             "--player",
             player,
             "--seconds",
-            "6",
+            "6.5",
         ])
         .output()
         .expect("node");

@@ -296,9 +296,10 @@ if (!pkgs.length) console.log('  (no packages yet)');
 console.log(`Player: ${srv.origin}/${pkgs.length ? `play/${encodeURIComponent(pkgs[0].name)}` : ''}`);
 console.log('Press Ctrl-C to stop.');
 for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
+  process.once(sig, () => {
     console.log('\nStopped.');
     srv.close().then(() => process.exit(0));
+    setTimeout(() => process.exit(0), 500).unref();
   });
 }
 
