@@ -123,7 +123,11 @@ fn truncated_file() {
 fn truncated_faststart_file_decodes_short() {
     // The header promises 6 s but the data stops after ~2 s: refused rather than packaged short.
     let w = workdir("truncated-fs");
-    assert_rejected(&fixture("truncated-faststart", 6), &w.path().join("out"), "truncated or corrupt");
+    assert_rejected(
+        &fixture("truncated-faststart", 6),
+        &w.path().join("out"),
+        "truncated or corrupt",
+    );
 }
 
 #[test]

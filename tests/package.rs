@@ -452,6 +452,11 @@ fn full_hd_with_audio_default_ladder() {
     assert_eq!(r.sizes["480p"], (854, 480));
     assert!(r.has_audio);
     assert_eq!(r.segments, 3, "9 s at 4 s segments");
+    assert!(
+        (r.duration - 9.0).abs() < 1.0 / 30.0,
+        "duration {}",
+        r.duration
+    );
     assert!(out.join("dash/audio_128k/init.mp4").is_file());
 }
 
@@ -566,4 +571,26 @@ fn rotated_source_is_packaged_upright() {
     // 1280x720 rotated 90° displays as 720x1280: portrait rungs named by their short side.
     assert_eq!(r.sizes["720p"], (720, 1280));
     assert_eq!(r.sizes["360p"], (360, 640));
+}
+
+#[test]
+fn formats_option_writes_only_what_was_asked() {
+    let src = fixture("720p-noaudio", 2);
+    let t = tempfile::Builder::new()
+        .prefix("abr-formats-")
+        .tempdir_in(fixture_dir())
+        .unwrap();
+    let ladder = test_ladder(t.path());
+    let hls = package(
+        &src,
+        &t.path().join("hls-only"),
+        &["--ladder", ladder.to_str().unwrap(), "--formats", "hls"],
+    );
+    assert!(hls.join("hls/master.m3u8").is_file() && !hls.join("dash").exists());
+    let dash = package(
+        &src,
+        &t.path().join("dash-only"),
+        &["--ladder", ladder.to_str().unwrap(), "--formats", "dash"],
+    );
+    assert!(dash.join("dash/manifest.mpd").is_file() && !dash.join("hls").exists());
 }

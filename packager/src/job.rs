@@ -69,6 +69,10 @@ pub struct Summary {
 /// flat whatever the input length.
 const FRAME_QUEUE: usize = 8;
 
+/// Encoded audio held back waiting for video to catch up: about 60 s of AAC frames at 48 kHz
+/// (a few MB). Interleaving in real files is far tighter.
+const MAX_HELD_AUDIO_PACKETS: usize = 2800;
+
 /// Runs a job to completion. On any error nothing is published at `job.out`.
 pub fn run(job: &Job) -> Result<Summary> {
     let started = Instant::now();
@@ -456,6 +460,7 @@ fn decode_all(
         Ok(())
     };
     let mut read_error = None;
+    let mut dropped_audio = 0u64;
     let mut pkt = ff::Packet::empty();
     loop {
         if abort.load(Ordering::Relaxed) {
@@ -483,6 +488,12 @@ fn decode_all(
                             Ok(())
                         })
                     })?;
+                    // Audio running far past the video's end (a video track that stopped early)
+                    // is never released: drop the excess to keep memory bounded.
+                    while held.len() > MAX_HELD_AUDIO_PACKETS {
+                        held.pop_front();
+                        dropped_audio += 1;
+                    }
                 }
             }
         }
@@ -501,6 +512,12 @@ fn decode_all(
         })?;
     }
     release(&mut held, frames_sent)?;
+    if dropped_audio > 0 {
+        tracing::warn!(
+            dropped_audio,
+            "audio continued far past the end of the video and was dropped"
+        );
+    }
     let decoded_secs = frames_sent as f64 * f64::from(fr.den) / f64::from(fr.num);
     let expected = probe.duration_secs;
     let short = expected > 0.0 && decoded_secs < expected * 0.95 - 0.5;

@@ -330,3 +330,19 @@ mod tests {
         assert!(LadderSpec::from_toml("bogus = 1").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The documented example ladder is the default ladder spelled out.
+    #[test]
+    fn docs_example_equals_default() {
+        let text = include_str!("../../docs/ladder.example.toml");
+        let mut spec = LadderSpec::from_toml(text).unwrap();
+        for r in &mut spec.video {
+            r.name = None;
+        }
+        assert_eq!(spec, LadderSpec::default());
+    }
+}

@@ -103,7 +103,8 @@ impl Progress {
                     "output": out.display().to_string(),
                     "elapsed_s": (self.start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                 });
-                println!("{line}");
+                // A closed stdout (e.g. piped into `head`) must not turn success into a panic.
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
             }
         }
     }

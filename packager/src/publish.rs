@@ -49,7 +49,11 @@ impl Staging {
             });
         }
         let (parent, prefix) = staging_prefix(target)?;
-        if let Some(file) = parent.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+        if let Some(file) = parent
+            .ancestors()
+            .find(|a| a.exists())
+            .filter(|a| !a.is_dir())
+        {
             return Err(PackageError::Write {
                 path: target.to_path_buf(),
                 source: std::io::Error::other(format!("{} is not a directory", file.display())),

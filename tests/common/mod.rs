@@ -127,9 +127,17 @@ pub fn assert_decodes(file: &Path) {
 pub fn source_video(file: &Path) -> (f64, f64) {
     let j = ffprobe_json(
         file,
-        &["-select_streams", "v:0", "-show_entries", "stream=avg_frame_rate:packet=pts_time,duration_time"],
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=avg_frame_rate:packet=pts_time,duration_time",
+        ],
     );
-    let rate = j["streams"][0]["avg_frame_rate"].as_str().map(parse_ratio).unwrap_or(0.0);
+    let rate = j["streams"][0]["avg_frame_rate"]
+        .as_str()
+        .map(parse_ratio)
+        .unwrap_or(0.0);
     let num = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
     let (mut first, mut end) = (f64::MAX, f64::MIN);
     for p in j["packets"].as_array().expect("packets") {
