@@ -368,11 +368,8 @@ fn verify(pkg: &Path, source: &Path) -> Report {
                     "{name}: first sample is not a sync sample"
                 );
                 // Decodes with ffmpeg when joined to its init segment, first frame a keyframe at t.
-                let joined = std::env::temp_dir().join(format!(
-                    "abr-test-{}-{}-{k}.mp4",
-                    std::process::id(),
-                    id
-                ));
+                // Beside the package: each test has its own directory.
+                let joined = pkg.with_file_name(format!("joined-{id}-{k}.mp4"));
                 let mut buf = init.clone();
                 buf.extend_from_slice(&seg);
                 std::fs::write(&joined, &buf).unwrap();

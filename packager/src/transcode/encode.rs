@@ -106,6 +106,8 @@ impl RungEncoder {
                 scaling::Flags::BICUBIC,
             )
             .av(|| format!("{}: scaler", self.context))?;
+            let mut ctx = ctx;
+            set_bt709_output(&mut ctx, src);
             self.scaler = Some((ctx, key));
         }
         // The encoder may still reference the previous picture's buffer: copy-on-write first.
@@ -214,5 +216,38 @@ impl AacEncoder {
             .send_eof()
             .av(|| "AAC encoder: flushing".into())?;
         super::drain_packets(&mut self.encoder, sink)
+    }
+}
+
+/// Converts the source's YUV matrix and range to the BT.709 limited range the output is tagged
+/// with. Untagged sources get the matrix ffmpeg would assume: BT.601 below 720 lines.
+fn set_bt709_output(ctx: &mut scaling::Context, src: &frame::Video) {
+    // SAFETY: reads plain fields of a frame we borrow and configures a scaler we own.
+    unsafe {
+        let f = src.as_ptr();
+        let cs = match (*f).colorspace {
+            ffi::AVColorSpace::AVCOL_SPC_BT709 => ffi::SWS_CS_ITU709,
+            ffi::AVColorSpace::AVCOL_SPC_BT470BG | ffi::AVColorSpace::AVCOL_SPC_SMPTE170M => {
+                ffi::SWS_CS_ITU601
+            }
+            ffi::AVColorSpace::AVCOL_SPC_SMPTE240M => ffi::SWS_CS_SMPTE240M,
+            ffi::AVColorSpace::AVCOL_SPC_BT2020_NCL | ffi::AVColorSpace::AVCOL_SPC_BT2020_CL => {
+                ffi::SWS_CS_BT2020
+            }
+            _ if (*f).height >= 720 => ffi::SWS_CS_ITU709,
+            _ => ffi::SWS_CS_ITU601,
+        };
+        let full = i32::from((*f).color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG);
+        let sws = ctx.as_mut_ptr();
+        ffi::sws_setColorspaceDetails(
+            sws,
+            ffi::sws_getCoefficients(cs),
+            full,
+            ffi::sws_getCoefficients(ffi::SWS_CS_ITU709),
+            0,
+            0,
+            1 << 16,
+            1 << 16,
+        );
     }
 }

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Writes the Markdown report of scripts/bench-packager.sh to stdout.
+
+usage: report.py BENCH_DIR      (reads BENCH_DIR/results/*.json|*.valid, BENCH_DIR/cmds/*,
+                                 BENCH_DIR/shaka/*.yaml and the BENCH_* environment variables)
+"""
+
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def first_line(text):
+    return text.splitlines()[0] if text else "?"
+
+
+def mib(kb):
+    return f"{kb / 1024:.0f}"
+
+
+def load(res, name, tag_glob):
+    runs = []
+    for path in sorted(glob.glob(os.path.join(res, f"{name}.{tag_glob}.json"))):
+        with open(path) as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def machine():
+    cpu = "?"
+    mem = "?"
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+        cpu = m.group(1) if m else cpu
+    with open("/proc/meminfo") as f:
+        m = re.search(r"^MemTotal:\s*(\d+) kB", f.read(), re.M)
+        mem = f"{int(m.group(1)) / 1024 / 1024:.1f} GiB" if m else mem
+    rows = [
+        ("nproc", sh(["nproc"])),
+        ("CPU", cpu),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("load average at report time", " ".join(open("/proc/loadavg").read().split()[:3])),
+        ("system ffmpeg (abr's libav*, ffmpeg recipes)", first_line(sh(["ffmpeg", "-version"]))),
+        ("rustc", sh(["rustc", "--version"])),
+    ]
+    if os.environ.get("BENCH_SHAKA_FFMPEG"):
+        rows.append(("Shaka's bundled ffmpeg", first_line(sh([os.environ["BENCH_SHAKA_FFMPEG"], "-version"]))))
+        rows.append(("Shaka's bundled packager", sh([os.environ["BENCH_SHAKA_PACKAGER"], "--version"])))
+    return rows
+
+
+def main():
+    bench = sys.argv[1]
+    res = os.path.join(bench, "results")
+    cmds = os.path.join(bench, "cmds")
+    src, src_s = os.environ["BENCH_SRC"], int(os.environ["BENCH_SRC_S"])
+    runs_n = os.environ["BENCH_RUNS"]
+    contenders = os.environ.get("BENCH_CONTENDERS", "").split()
+    desc, checks = {}, {}
+    with open(os.path.join(cmds, "contenders.tsv")) as f:
+        for line in f:
+            name, d, c = line.rstrip("\n").split("\t")
+            desc[name], checks[name] = d, c
+
+    out = []
+    p = out.append
+    p("# abr packager benchmark\n")
+    p(f"Source: `{src}` (fixtures/make.sh 1080p30: testsrc2 1920x1080 30 fps H.264 + AAC 48 kHz "
+      f"stereo), {src_s} s. Rounds: {runs_n}, interleaved (each round runs every contender once, "
+      "order rotated per round). Ladder (abr's default for 1080p): 1920x1080 5000k, 1280x720 3000k, "
+      "854x480 1400k, 640x360 800k, 426x240 400k, maxrate 1.1x, bufsize 2x; AAC-LC 128k stereo "
+      f"48 kHz; x264 preset veryfast, profile high, keyint=min-keyint={os.environ['BENCH_K']}, "
+      "scenecut=0, open-gop=0, forced IDR every 4 s; 4 s segments.\n")
+
+    p("## Machine\n")
+    p("| | |\n|---|---|")
+    for k, v in machine():
+        p(f"| {k} | {v} |")
+    p("")
+
+    if contenders:
+        stats = {}
+        for name in contenders:
+            runs = load(res, name, "r*")
+            if not runs:
+                continue
+            stats[name] = {
+                "wall": statistics.median(r["wall_s"] for r in runs),
+                "cpu": statistics.median(r["cpu_pct"] for r in runs),
+                "maxrss": statistics.median(r["maxrss_kb"] for r in runs),
+                "tree": statistics.median(r["tree_rss_kb"] for r in runs),
+                "procs": max(r["max_procs"] for r in runs),
+                "walls": [r["wall_s"] for r in runs],
+            }
+        floor = stats.get("ffmpeg-floor", {}).get("wall")
+        p("## Results (medians)\n")
+        p("| contender | wall s | × floor | × realtime | CPU % (user+sys / wall) | peak RSS MiB, "
+          "largest process | peak RSS MiB, process tree (100 ms samples) | processes | wall s, each run |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for name in contenders:
+            s = stats.get(name)
+            if not s:
+                continue
+            ratio = f"{s['wall'] / floor:.2f}" if floor else "–"
+            p(f"| **{name}** — {desc[name]} | {s['wall']:.2f} | {ratio} | {src_s / s['wall']:.2f} | "
+              f"{s['cpu']:.0f} | {mib(s['maxrss'])} | {mib(s['tree'])} | {s['procs']} | "
+              f"{', '.join(f'{w:.2f}' for w in s['walls'])} |")
+        p("")
+        p("- *wall s*: from fork to exit, median over the rounds. *× floor*: over ffmpeg-floor's "
+          "median (encode only, no muxing, no output). *× realtime*: source seconds / wall.")
+        p("- *CPU %*: user+sys of the whole process tree over wall; 100 % = one core busy.")
+        p("- *largest process*: kernel-tracked peak RSS of the biggest single process of the tree "
+          "(`/usr/bin/time %M`); for abr and ffmpeg that is the whole tool. *process tree*: "
+          "peak over time of the summed RSS of all live processes of the tree, sampled every "
+          "100 ms from /proc (the relevant figure for Shaka Streamer: python + ffmpeg + packager; "
+          "shared library pages are counted once per process). *processes*: most processes seen "
+          "at once (incl. the `bash` that runs the command file, which `exec`s the tool).")
+        p("")
+
+        p("## Output checks (last round)\n")
+        for name in contenders:
+            valid = sorted(glob.glob(os.path.join(res, f"{name}.r*.valid")))
+            if valid:
+                p(f"- **{name}**:")
+                for line in open(valid[-1]).read().splitlines():
+                    p(f"  - {line}")
+        p("")
+
+    flat = os.environ.get("BENCH_FLAT", "both")
+    if flat != "no":
+        one = load(res, "abr", "r*") or load(res, "abr", "flat1x")
+        four = load(res, "abr", "flat4x")
+        if one and four:
+            m1 = statistics.median(r["maxrss_kb"] for r in one)
+            w1 = statistics.median(r["wall_s"] for r in one)
+            m4, w4 = four[0]["maxrss_kb"], four[0]["wall_s"]
+            p("## Memory flatness (abr)\n")
+            p("| source | wall s | peak RSS MiB | CPU % |")
+            p("|---|---:|---:|---:|")
+            p(f"| {src_s} s (1×, median of {len(one)}) | {w1:.2f} | {mib(m1)} | "
+              f"{statistics.median(r['cpu_pct'] for r in one):.0f} |")
+            p(f"| {4 * src_s} s (4×, one run) | {w4:.2f} | {mib(m4)} | {four[0]['cpu_pct']:.0f} |")
+            p(f"\nPeak RSS 4× / 1× = **{m4 / m1:.2f}** (1.00 = flat: memory does not grow with "
+              "the duration).\n")
+            v = os.path.join(res, "abr.flat4x.valid")
+            if os.path.exists(v):
+                for line in open(v).read().splitlines():
+                    p(f"- 4× output: {line}")
+                p("")
+
+    p("## Exact commands\n")
+    p("Each contender is a command file run as `bash FILE` under `scripts/bench/measure.py` "
+      "(working directory: the repository root); the tool is `exec`ed, so nothing else is "
+      "measured.\n")
+    names = contenders + (["abr-4x"] if flat != "no" and os.path.exists(os.path.join(cmds, "abr-4x.sh")) else [])
+    for name in names:
+        path = os.path.join(cmds, f"{name}.sh")
+        if os.path.exists(path):
+            body = "".join(l for l in open(path) if not l.startswith(("#!", "set -e")))
+            p(f"**{name}** (`target/bench/cmds/{name}.sh`):\n")
+            p("```sh\n" + body.rstrip() + "\n```\n")
+    if any(c.startswith("shaka") for c in contenders):
+        for y in ("input", "pipeline", "bitrate"):
+            path = os.path.join(bench, "shaka", f"{y}.yaml")
+            p(f"Shaka `{y}.yaml` (`target/bench/shaka/{y}.yaml`):\n")
+            p("```yaml\n" + open(path).read().rstrip() + "\n```\n")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
