@@ -43,7 +43,7 @@ log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench-packager: %s\n' "$*" >&2; exit 1; }
 
 ALL=(abr ffmpeg-floor ffmpeg-2run ffmpeg-tee shaka shaka-veryfast)
-FLAT=both ONLY= pos=()
+FLAT=both ONLY='' pos=()
 while (($#)); do
   case $1 in
     --flat) FLAT=only ;;
@@ -146,10 +146,13 @@ for i in "${!LADDER[@]}"; do FC+="[s$i]"; done
 VMAP=() VRATE=() VSM=()
 for i in "${!LADDER[@]}"; do
   read -r name w h kbps <<<"${LADDER[$i]}"
-  # abr: sws bicubic to the rung size, square pixels, 8-bit 4:2:0.
-  FC+=";[s$i]scale=$w:$h:flags=bicubic,setsar=1,format=yuv420p[v$i]"
+  # abr: sws bicubic to the rung size, 8-bit 4:2:0. abr writes square pixels (sar 1:1); here
+  # scale keeps the display aspect exact instead (sar 1280:1281 at 854x480, 640:639 at
+  # 426x240) because ffmpeg's dash muxer refuses an AdaptationSet whose display aspect ratios
+  # differ ("Conflicting stream aspect ratios"). A VUI tag only: same pixels, same work.
+  FC+=";[s$i]scale=$w:$h:flags=bicubic,format=yuv420p[v$i]"
   VMAP+=(-map "[v$i]")
-  VRATE+=(-b:v:$i "${kbps}k" -maxrate:v:$i "$((kbps * 11 / 10))k" -bufsize:v:$i "$((kbps * 2))k")
+  VRATE+=("-b:v:$i" "${kbps}k" "-maxrate:v:$i" "$((kbps * 11 / 10))k" "-bufsize:v:$i" "$((kbps * 2))k")
   VSM+=("v:$i,a:$i,name:$name")
 done
 # abr's RungEncoder: preset, profile high, forced-idr, x264-params, IDR forced at every segment
@@ -174,7 +177,15 @@ rm -rf "$CMDS"
 mkdir -p "$CMDS" "$BENCH/results" "$BENCH/out"
 : >"$CMDS/contenders.tsv"
 
-q() { printf '%q ' "$@"; }
+# q ARGS…: the arguments as readable, valid bash words (single-quoted only when needed).
+q() {
+  local a sep=
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./:=,+%@-]+$ ]]; then printf '%s%s' "$sep" "$a"
+    else printf "%s'%s'" "$sep" "${a//\'/\'\\\'\'}"; fi
+    sep=' '
+  done
+}
 # write_cmd NAME DESCRIPTION VALIDATION < script body
 write_cmd() {
   { echo '#!/usr/bin/env bash'; echo 'set -e'; cat; } >"$CMDS/$1.sh"
@@ -306,7 +317,9 @@ run_one() {
         { cat "$RES/$name.$tag.valid" >&2; die "$name: output check failed"; } ;;
       sei) # the x264 settings as written into the 1080p stream (user-data SEI)
         [[ -s $path ]] || die "$name: $path missing"
-        echo "x264: $(ffmpeg -v error -i "$path" -map 0:v:0 -c copy -f h264 - |
+        # (TS: extract the elementary stream first, the SEI may straddle TS packets; a lone fMP4
+        # media segment has no moov for ffmpeg, but its mdat holds the SEI contiguously.)
+        echo "x264: $({ ffmpeg -v quiet -i "$path" -map 0:v:0 -c copy -f h264 - 2>/dev/null; cat "$path"; } |
           grep -a -o -m1 'x264 - core [ -~]*' | head -n1)" >>"$RES/$name.$tag.valid" ;;
     esac
   done
@@ -336,9 +349,12 @@ if [[ $FLAT != no ]]; then
   log "flatness: abr on $SRC4"
   python3 scripts/bench/measure.py --json "$RES/abr.flat4x.json" --log "$RES/abr.flat4x.log" \
     -- bash "$CMDS/abr-4x.sh" || die "abr (4x) failed; log: $RES/abr.flat4x.log"
-  python3 scripts/bench/validate.py hls "$O/hls/master.m3u8" "$NSEG" >"$RES/abr.flat4x.valid" &&
-    python3 scripts/bench/validate.py dash "$O/dash/manifest.mpd" "$NSEG" >>"$RES/abr.flat4x.valid" ||
-    { cat "$RES/abr.flat4x.valid" >&2; die "abr (4x): output check failed"; }
+  if ! { python3 scripts/bench/validate.py hls "$O/hls/master.m3u8" "$NSEG" &&
+    python3 scripts/bench/validate.py dash "$O/dash/manifest.mpd" "$NSEG"; } >"$RES/abr.flat4x.valid"; then
+    cat "$RES/abr.flat4x.valid" >&2
+    die "abr (4x): output check failed"
+  fi
+  sed "s/^/    /" "$RES/abr.flat4x.valid" >&2
   NSEG=$NSEG_1
 fi
 log "all runs took $(($(date +%s) - T0)) s"

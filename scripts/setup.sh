@@ -24,7 +24,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Browser-test dependencies (playwright-core drives Debian's chromium; hls.js, dash.js are the players).
-if [ ! -f tests/player/node_modules/.installed ] || [ tests/player/package-lock.json -nt tests/player/node_modules/.installed ]; then
-  (cd tests/player && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
-fi
+# npm packages: the player scripts `abr serve` ships (origin/player) and the browser-test harness
+# (tests/player: playwright-core driving Debian's chromium, hls.js, dash.js). Reinstalled when the
+# lockfile changes.
+for d in origin/player tests/player; do
+  if [ ! -f "$d/node_modules/.installed" ] || [ "$d/package-lock.json" -nt "$d/node_modules/.installed" ]; then
+    (cd "$d" && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
+  fi
+done

@@ -25,6 +25,90 @@ struct Cli {
 enum Command {
     /// Transcode INPUT once into an aligned H.264/AAC ladder and write HLS and DASH to --out.
     Package(PackageArgs),
+    /// Serve the packages under --root over HTTP (Range, caching, CORS, limits, metrics).
+    Serve(Box<ServeArgs>),
+    /// Print a signed URL prefix for a package (for `signing_key` deployments).
+    Sign(SignArgs),
+}
+
+/// `abr serve` flags; each also reads an `ABR_*` variable and overrides the --config file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see docs/origin.example.toml).
+    #[arg(long, env = "ABR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory holding packages.
+    #[arg(long, env = "ABR_ROOT")]
+    root: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, env = "ABR_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Separate listener for /metrics and /debug/pprof.
+    #[arg(long, env = "ABR_ADMIN_LISTEN")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Worker threads (0 = CPUs).
+    #[arg(long, env = "ABR_WORKERS")]
+    workers: Option<usize>,
+    /// Maximum concurrent connections.
+    #[arg(long, env = "ABR_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds to receive a request head before the connection is closed.
+    #[arg(long, env = "ABR_HEADER_TIMEOUT")]
+    header_timeout: Option<f64>,
+    /// Idle keep-alive seconds.
+    #[arg(long, env = "ABR_KEEP_ALIVE")]
+    keep_alive: Option<f64>,
+    /// Seconds between SIGTERM and closing the listener.
+    #[arg(long, env = "ABR_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<f64>,
+    /// Seconds in-flight responses may take after the listener closes.
+    #[arg(long, env = "ABR_DRAIN_TIMEOUT")]
+    drain_timeout: Option<f64>,
+    /// Cache-Control max-age of manifests.
+    #[arg(long, env = "ABR_MANIFEST_MAX_AGE")]
+    manifest_max_age: Option<u64>,
+    /// Allowed CORS origins (comma-separated, or *).
+    #[arg(long, env = "ABR_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Option<Vec<String>>,
+    /// Per-client requests per second (0 = off).
+    #[arg(long, env = "ABR_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// Per-client burst.
+    #[arg(long, env = "ABR_RATE_BURST")]
+    rate_burst: Option<u32>,
+    /// Trusted proxy networks (comma-separated CIDRs) for X-Forwarded-For.
+    #[arg(long, env = "ABR_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// Hot-file cache budget in bytes (0 = off).
+    #[arg(long, env = "ABR_CACHE_BYTES")]
+    cache_bytes: Option<u64>,
+    /// Require signed URLs made with this key (`hex:…` or text).
+    #[arg(long, env = "ABR_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "ABR_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "ABR_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Directory of npm-installed player scripts.
+    #[arg(long, env = "ABR_PLAYER_ASSETS")]
+    player_assets: Option<PathBuf>,
+    /// Log format: json or text.
+    #[arg(long, env = "ABR_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    /// Package name.
+    package: String,
+    /// Signing key (`hex:…` or text).
+    #[arg(long, env = "ABR_SIGNING_KEY", hide_env_values = true)]
+    key: String,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -63,13 +147,12 @@ struct PackageArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli.command) {
+    if let Command::Serve(_) = cli.command {
+        // The origin logs access lines at info; JSON unless configured otherwise (set in serve()).
+    } else {
+        init_logs(&cli.log, false);
+    }
+    match run(cli.command, &cli.log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("abr: error: {}", one_line(&e));
@@ -90,10 +173,87 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn run(cmd: Command) -> Result<()> {
+fn init_logs(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "warn".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        b.init();
+    }
+}
+
+fn run(cmd: Command, log: &str) -> Result<()> {
     match cmd {
         Command::Package(a) => package(a),
+        Command::Serve(a) => serve(*a, log),
+        Command::Sign(a) => {
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs()
+                + a.ttl;
+            let key = origin::auth::key_bytes(&a.key);
+            println!("{}", origin::auth::signed_prefix(&key, exp, &a.package));
+            Ok(())
+        }
     }
+}
+
+fn serve(a: ServeArgs, log: &str) -> Result<()> {
+    let mut c = origin::Config::load(a.config.as_deref())?;
+    macro_rules! set {
+        ($($field:ident = $value:expr;)*) => { $(if let Some(v) = $value { c.$field = v; })* };
+    }
+    set! {
+        root = a.root;
+        listen = a.listen;
+        workers = a.workers;
+        max_connections = a.max_connections;
+        header_timeout_s = a.header_timeout;
+        keep_alive_s = a.keep_alive;
+        shutdown_grace_s = a.shutdown_grace;
+        drain_timeout_s = a.drain_timeout;
+        manifest_max_age_s = a.manifest_max_age;
+        cors_origins = a.cors_origins;
+        rate_limit_rps = a.rate_limit;
+        rate_limit_burst = a.rate_burst;
+        cache_bytes = a.cache_bytes;
+        player_assets = a.player_assets;
+        log_format = a.log_format;
+    }
+    if a.admin_listen.is_some() {
+        c.admin_listen = a.admin_listen;
+    }
+    if a.signing_key.is_some() {
+        c.signing_key = a.signing_key;
+    }
+    if a.tls_cert.is_some() {
+        c.tls_cert = a.tls_cert;
+    }
+    if a.tls_key.is_some() {
+        c.tls_key = a.tls_key;
+    }
+    if let Some(list) = a.trusted_proxies {
+        c.trusted_proxies = list
+            .iter()
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .with_context(|| format!("trusted proxy '{s}' is not a CIDR"))
+            })
+            .collect::<Result<_>>()?;
+    }
+    // Access lines are info-level events of target "access".
+    let filter = if log == "warn" {
+        "warn,access=info,origin=info"
+    } else {
+        log
+    };
+    init_logs(filter, c.log_format == "json");
+    origin::run(c)?;
+    Ok(())
 }
 
 fn package(a: PackageArgs) -> Result<()> {

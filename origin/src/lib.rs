@@ -1,1 +1,26 @@
-//! HTTP origin for abr packages. Not implemented yet: tracked by issue 4.
+//! abr origin: serves packages written by `abr package` over HTTP with full Range semantics,
+//! conditional requests, caching headers, CORS, signed URLs, limits, graceful shutdown, health,
+//! metrics and JSON access logs.
+//!
+//! Pure HTTP semantics live in [`range`] and [`conditional`] (table-tested and fuzzed) apart from
+//! the server ([`server`], [`routes`]).
+
+pub mod auth;
+pub mod body;
+pub mod compress;
+pub mod conditional;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod limits;
+pub mod listen;
+pub mod range;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+
+pub use config::Config;
+pub use error::OriginError;
+pub use server::run;

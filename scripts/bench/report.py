@@ -139,6 +139,26 @@ def main():
                     p(f"  - {line}")
         p("")
 
+    if contenders:
+        p("## What differs between contenders\n")
+        p("- abr and the ffmpeg recipes use the same libx264 build (Debian's, through the system "
+          "libav* 5.1) with the same settings; compare the `x264:` lines above (x264 clamps "
+          "min-keyint to keyint/2+1, hence keyint_min=61 everywhere). The ffmpeg recipes keep "
+          "the display aspect in the SAR (1280:1281 at 854x480, 640:639 at 426x240) where abr "
+          "writes 1:1, because ffmpeg's dash muxer refuses mixed aspect ratios in one "
+          "AdaptationSet. The HLS recipes encode the AAC track once per variant (var_stream_map "
+          "cannot put one stream in two variants); abr encodes it once.")
+        p("- Shaka Streamer runs its own static ffmpeg 8.x (own libx264 build), decodes once and "
+          "scales per output (`-vf` per output), pipes fragmented MP4 to Shaka Packager, and "
+          "writes ONE set of fMP4 segments referenced by both the MPD and the HLS playlists (no "
+          "MPEG-TS). Its config cannot express maxrate/bufsize, the preset (VOD: slow, "
+          "`-flags +loop`), the profile (main below 720p), scenecut (x264 default 40) or "
+          "keyint (it uses -g = -keyint_min = 4 s x fps = 120). `shaka-veryfast` changes only "
+          "the preset. Its controller polls its children once per second, so its wall time "
+          "includes up to ~1 s of polling latency.")
+        p("- ffmpeg-floor muxes nothing and writes nothing: it is the decode + scale + encode "
+          "cost that any contender with these settings pays.\n")
+
     flat = os.environ.get("BENCH_FLAT", "both")
     if flat != "no":
         one = load(res, "abr", "r*") or load(res, "abr", "flat1x")
@@ -172,6 +192,14 @@ def main():
             body = "".join(l for l in open(path) if not l.startswith(("#!", "set -e")))
             p(f"**{name}** (`target/bench/cmds/{name}.sh`):\n")
             p("```sh\n" + body.rstrip() + "\n```\n")
+    for name in [c for c in contenders if c.startswith("shaka")]:
+        logs = sorted(glob.glob(os.path.join(res, f"{name}.r*.log")))
+        if logs:
+            spawned = [l[2:].rstrip() for l in open(logs[-1], errors="replace") if l.startswith("+ ")]
+            if spawned:
+                p(f"Subprocesses **{name}** ran (from its log, last round; /tmp paths are its "
+                  "named pipes):\n")
+                p("```sh\n" + "\n".join(spawned) + "\n```\n")
     if any(c.startswith("shaka") for c in contenders):
         for y in ("input", "pipeline", "bitrate"):
             path = os.path.join(bench, "shaka", f"{y}.yaml")

@@ -1,0 +1,132 @@
+//! Signed URLs: an HMAC-SHA256 token with an expiry, scoped to one package, carried in the path
+//! (`/_t/<expiry>/<signature>/<package>/…`) so that the relative URLs inside manifests inherit
+//! it — one token covers a package's manifests and segments, as CDN token auth does.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Path prefix of signed URLs.
+pub const PREFIX: &str = "_t";
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Malformed, wrong key or wrong package.
+    Invalid,
+    /// Past its expiry.
+    Expired,
+}
+
+fn mac(key: &[u8], expiry: u64, package: &str) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    m.update(format!("{expiry}:/{package}/").as_bytes());
+    m
+}
+
+/// The signature for `package` until `expiry` (Unix seconds).
+pub fn sign(key: &[u8], expiry: u64, package: &str) -> String {
+    URL_SAFE_NO_PAD.encode(mac(key, expiry, package).finalize().into_bytes())
+}
+
+/// The signed path prefix `/_t/<expiry>/<sig>/<package>/`.
+pub fn signed_prefix(key: &[u8], expiry: u64, package: &str) -> String {
+    format!(
+        "/{PREFIX}/{expiry}/{}/{package}/",
+        sign(key, expiry, package)
+    )
+}
+
+/// Verifies a token (constant-time comparison).
+pub fn verify(
+    key: &[u8],
+    expiry: &str,
+    sig: &str,
+    package: &str,
+    now: SystemTime,
+) -> Result<(), TokenError> {
+    let expiry: u64 = expiry.parse().map_err(|_| TokenError::Invalid)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Invalid)?;
+    mac(key, expiry, package)
+        .verify_slice(&sig)
+        .map_err(|_| TokenError::Invalid)?;
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now >= expiry {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+/// Key bytes from configuration: `hex:…` is decoded, anything else is used as text.
+pub fn key_bytes(s: &str) -> Vec<u8> {
+    if let Some(h) = s.strip_prefix("hex:") {
+        let b = h.as_bytes();
+        if b.len() % 2 == 0 {
+            let decoded: Option<Vec<u8>> = b
+                .chunks(2)
+                .map(|c| {
+                    std::str::from_utf8(c)
+                        .ok()
+                        .and_then(|s| u8::from_str_radix(s, 16).ok())
+                })
+                .collect();
+            if let Some(d) = decoded {
+                return d;
+            }
+        }
+    }
+    s.as_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn tokens() {
+        let key = b"secret";
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let sig = sign(key, 2_000, "movie");
+        assert_eq!(verify(key, "2000", &sig, "movie", now), Ok(()));
+        assert_eq!(
+            verify(key, "2000", &sig, "other", now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            verify(b"wrong", "2000", &sig, "movie", now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            verify(key, "2001", &sig, "movie", now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            verify(key, "x", &sig, "movie", now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            verify(key, "2000", "!!", "movie", now),
+            Err(TokenError::Invalid)
+        );
+        let old = sign(key, 500, "movie");
+        assert_eq!(
+            verify(key, "500", &old, "movie", now),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            signed_prefix(key, 2_000, "movie"),
+            format!("/_t/2000/{sig}/movie/")
+        );
+        assert_eq!(key_bytes("hex:00ff"), vec![0, 255]);
+        assert_eq!(key_bytes("plain"), b"plain".to_vec());
+    }
+}

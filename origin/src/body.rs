@@ -1,0 +1,152 @@
+//! Response bodies streamed from disk with bounded memory: a list of pieces (literal bytes for
+//! multipart headers, file ranges read in fixed-size chunks with positional reads on the
+//! blocking pool). A range at offset 9 GB costs the same as one at 0: nothing is read before it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::rt::task::JoinHandle;
+use bytes::Bytes;
+
+/// Bytes read per chunk: bounds memory per response.
+pub const CHUNK: u64 = 128 * 1024;
+
+/// Where file bytes come from.
+#[derive(Clone)]
+pub enum Source {
+    /// An open file (positional reads).
+    File(Arc<File>),
+    /// A cached copy of the whole file.
+    Memory(Bytes),
+}
+
+/// One part of a body.
+pub enum Piece {
+    /// Literal bytes (multipart headers).
+    Bytes(Bytes),
+    /// A byte range of the source.
+    Range {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+/// Counts bytes actually handed to the connection.
+pub trait SentCounter: Send + Sync {
+    /// Adds `n` sent bytes.
+    fn add(&self, n: u64);
+}
+
+/// A sized streaming body.
+pub struct FileBody {
+    source: Source,
+    pieces: VecDeque<Piece>,
+    total: u64,
+    pending: Option<JoinHandle<std::io::Result<Bytes>>>,
+    counter: Option<Arc<dyn SentCounter>>,
+}
+
+impl FileBody {
+    /// A body of `pieces` read from `source`.
+    pub fn new(source: Source, pieces: Vec<Piece>, counter: Option<Arc<dyn SentCounter>>) -> Self {
+        let total = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len() as u64,
+                Piece::Range { len, .. } => *len,
+            })
+            .sum();
+        FileBody {
+            source,
+            pieces: pieces.into(),
+            total,
+            pending: None,
+            counter,
+        }
+    }
+
+    fn count(&self, n: usize) {
+        if let Some(c) = &self.counter {
+            c.add(n as u64);
+        }
+    }
+}
+
+impl MessageBody for FileBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.total)
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(h) = this.pending.as_mut() {
+                let r = match Pin::new(h).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                this.pending = None;
+                return Poll::Ready(Some(match r {
+                    Ok(Ok(b)) => {
+                        this.count(b.len());
+                        Ok(b)
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                }));
+            }
+            let Some(piece) = this.pieces.pop_front() else {
+                return Poll::Ready(None);
+            };
+            match piece {
+                Piece::Bytes(b) => {
+                    this.count(b.len());
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Piece::Range { len: 0, .. } => continue,
+                Piece::Range { offset, len } => {
+                    let n = len.min(CHUNK);
+                    if len > n {
+                        this.pieces.push_front(Piece::Range {
+                            offset: offset + n,
+                            len: len - n,
+                        });
+                    }
+                    match &this.source {
+                        Source::Memory(all) => {
+                            let (a, b) = (offset as usize, (offset + n) as usize);
+                            let Some(slice) = (b <= all.len()).then(|| all.slice(a..b)) else {
+                                return Poll::Ready(Some(Err(std::io::Error::other(
+                                    "range beyond cached file",
+                                ))));
+                            };
+                            this.count(slice.len());
+                            return Poll::Ready(Some(Ok(slice)));
+                        }
+                        Source::File(f) => {
+                            let f = f.clone();
+                            this.pending = Some(actix_web::rt::task::spawn_blocking(move || {
+                                let mut buf = vec![0u8; n as usize];
+                                f.read_exact_at(&mut buf, offset)?;
+                                Ok(Bytes::from(buf))
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Settings of `abr serve`: defaults, then a TOML file, then `ABR_*` environment variables and
+//! command-line flags (flags win; the CLI applies env/flags over [`Config::load`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::OriginError;
+
+/// Complete origin configuration. Every field has a default; see `docs/origin.example.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding packages (`ROOT/<name>/hls/…`, `ROOT/<name>/dash/…`).
+    pub root: PathBuf,
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Optional separate listener for /metrics and /debug/pprof (else they are on `listen`).
+    pub admin_listen: Option<SocketAddr>,
+    /// Worker threads (0 = number of CPUs).
+    pub workers: usize,
+    /// Maximum concurrent connections in total (split across workers).
+    pub max_connections: usize,
+    /// Seconds a client may take to send its request head (slowloris guard); 0 disables.
+    pub header_timeout_s: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_s: f64,
+    /// Seconds between SIGTERM and closing the listener (/readyz is 503 meanwhile).
+    pub shutdown_grace_s: f64,
+    /// Seconds in-flight responses may take to finish after the listener closes.
+    pub drain_timeout_s: f64,
+    /// `Cache-Control` max-age for manifests (VOD manifests may be republished with --force).
+    pub manifest_max_age_s: u64,
+    /// `Cache-Control` max-age for segments and init files (they never change once published).
+    pub segment_max_age_s: u64,
+    /// Allowed CORS origins; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    /// Per-client requests per second (0 = no rate limit).
+    pub rate_limit_rps: u32,
+    /// Per-client burst size.
+    pub rate_limit_burst: u32,
+    /// Peers whose `X-Forwarded-For` is trusted for the client address (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// In-memory hot-file cache budget in bytes (0 = off).
+    pub cache_bytes: u64,
+    /// Largest file kept in the hot cache.
+    pub cache_max_file_bytes: u64,
+    /// HMAC key for signed URLs (hex or plain text); when set, package files need a token.
+    pub signing_key: Option<String>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Directory with the player scripts installed from npm (hls.js, dashjs).
+    pub player_assets: PathBuf,
+    /// Log format: "json" (default) or "text".
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("."),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: None,
+            workers: 0,
+            max_connections: 25_000,
+            header_timeout_s: 10.0,
+            keep_alive_s: 30.0,
+            shutdown_grace_s: 2.0,
+            drain_timeout_s: 30.0,
+            manifest_max_age_s: 10,
+            segment_max_age_s: 31_536_000,
+            cors_origins: vec!["*".into()],
+            rate_limit_rps: 0,
+            rate_limit_burst: 200,
+            trusted_proxies: Vec::new(),
+            cache_bytes: 0,
+            cache_max_file_bytes: 8 << 20,
+            signing_key: None,
+            tls_cert: None,
+            tls_key: None,
+            player_assets: PathBuf::from("origin/player/node_modules"),
+            log_format: "json".into(),
+        }
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults (or the defaults alone).
+    pub fn load(file: Option<&Path>) -> Result<Self, OriginError> {
+        match file {
+            None => Ok(Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    OriginError::Config(format!("cannot read {}: {e}", p.display()))
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    OriginError::Config(format!(
+                        "{}: {}",
+                        p.display(),
+                        e.to_string().replace('\n', " ")
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Checks the settings can work.
+    pub fn validate(&self) -> Result<(), OriginError> {
+        let bad = |m: String| Err(OriginError::Config(m));
+        if !self.root.is_dir() {
+            return bad(format!("root {} is not a directory", self.root.display()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("--tls-cert and --tls-key go together".into());
+        }
+        if !["json", "text"].contains(&self.log_format.as_str()) {
+            return bad(format!(
+                "log_format '{}' must be json or text",
+                self.log_format
+            ));
+        }
+        if self.rate_limit_rps > 0 && self.rate_limit_burst == 0 {
+            return bad("rate_limit_burst must be at least 1".into());
+        }
+        if self.cors_origins.is_empty() {
+            return bad("cors_origins must list at least one origin (or \"*\")".into());
+        }
+        Ok(())
+    }
+
+    /// Header-read timeout.
+    pub fn header_timeout(&self) -> Duration {
+        secs(self.header_timeout_s)
+    }
+    /// Keep-alive timeout.
+    pub fn keep_alive(&self) -> Duration {
+        secs(self.keep_alive_s)
+    }
+    /// Grace period before the listener closes.
+    pub fn shutdown_grace(&self) -> Duration {
+        secs(self.shutdown_grace_s)
+    }
+    /// Drain timeout for in-flight responses.
+    pub fn drain_timeout(&self) -> Duration {
+        secs(self.drain_timeout_s)
+    }
+    /// Effective worker count.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}

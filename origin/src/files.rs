@@ -1,0 +1,276 @@
+//! Files: resolving request paths strictly inside ROOT, what kind of package file a path is,
+//! and opening it with its validators.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Bumped whenever the bytes served for the same file could change (ETags embed it).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The package file types the origin serves; anything else is 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// HLS playlist.
+    Playlist,
+    /// DASH MPD.
+    Mpd,
+    /// MPEG-TS segment.
+    TsSegment,
+    /// fMP4 media segment.
+    Fmp4Segment,
+    /// fMP4 init segment.
+    Init,
+}
+
+impl Kind {
+    /// Kind from a file name's extension.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        let ext = name.rsplit_once('.')?.1;
+        Some(match ext {
+            "m3u8" => Kind::Playlist,
+            "mpd" => Kind::Mpd,
+            "ts" => Kind::TsSegment,
+            "m4s" => Kind::Fmp4Segment,
+            "mp4" => Kind::Init,
+            _ => return None,
+        })
+    }
+
+    /// `Content-Type`.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Kind::Playlist => "application/vnd.apple.mpegurl",
+            Kind::Mpd => "application/dash+xml",
+            Kind::TsSegment => "video/mp2t",
+            Kind::Fmp4Segment => "video/iso.segment",
+            Kind::Init => "video/mp4",
+        }
+    }
+
+    /// Manifests (compressible, short-lived cache) vs segments (immutable, never compressed).
+    pub fn is_manifest(self) -> bool {
+        matches!(self, Kind::Playlist | Kind::Mpd)
+    }
+
+    /// Label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Playlist | Kind::Mpd => "manifest",
+            Kind::TsSegment | Kind::Fmp4Segment => "segment",
+            Kind::Init => "init",
+        }
+    }
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed or hostile path (400).
+    BadRequest,
+    /// Not a servable file (404).
+    NotFound,
+}
+
+/// Percent-decodes a raw URL path strictly: invalid escapes, NUL, backslashes and invalid UTF-8
+/// (including overlong encodings) are refused.
+fn decode(raw: &str) -> Result<String, Refusal> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            ) else {
+                return Err(Refusal::BadRequest);
+            };
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| Refusal::BadRequest)?;
+    if s.contains('\0') || s.contains('\\') {
+        return Err(Refusal::BadRequest);
+    }
+    Ok(s)
+}
+
+/// Splits a raw request path into validated segments. Every segment must be a plain name of
+/// `[A-Za-z0-9._-]` not starting with a dot: no `.`/`..`, no hidden files (staging directories
+/// are hidden), no empty segments.
+pub fn segments(raw_path: &str) -> Result<Vec<String>, Refusal> {
+    let path = decode(raw_path)?;
+    let rest = path.strip_prefix('/').ok_or(Refusal::BadRequest)?;
+    let mut out = Vec::new();
+    for seg in rest.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(Refusal::BadRequest);
+        }
+        if seg.starts_with('.')
+            || !seg
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        {
+            return Err(Refusal::NotFound);
+        }
+        out.push(seg.to_string());
+    }
+    Ok(out)
+}
+
+/// A package file resolved inside ROOT.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Canonical path (inside the canonical root).
+    pub path: PathBuf,
+    /// File kind.
+    pub kind: Kind,
+    /// Package name (first segment).
+    pub package: String,
+}
+
+/// Resolves validated segments to a file inside `root` (canonical). Symlinks are followed only
+/// when the target stays inside ROOT.
+pub fn resolve(root: &Path, segs: &[String]) -> Result<Resolved, Refusal> {
+    if segs.len() < 2 {
+        return Err(Refusal::NotFound);
+    }
+    let kind = Kind::from_name(segs.last().ok_or(Refusal::NotFound)?).ok_or(Refusal::NotFound)?;
+    let mut p = root.to_path_buf();
+    for s in segs {
+        p.push(s);
+    }
+    let canon = p.canonicalize().map_err(|_| Refusal::NotFound)?;
+    if !canon.starts_with(root) || !canon.is_file() {
+        return Err(Refusal::NotFound);
+    }
+    Ok(Resolved {
+        path: canon,
+        kind,
+        package: segs[0].clone(),
+    })
+}
+
+/// An open file with its validators.
+#[derive(Debug)]
+pub struct Entity {
+    /// Open handle (reads use positional I/O, so it can be shared).
+    pub file: File,
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time, truncated to whole seconds (HTTP-date precision).
+    pub modified: SystemTime,
+    /// Strong ETag (quoted).
+    pub etag: String,
+}
+
+/// Opens `path` and computes its validators.
+pub fn open(path: &Path) -> std::io::Result<Entity> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a file"));
+    }
+    let mtime = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            meta.mtime().max(0) as u64,
+            meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime().max(0) as u64);
+    let etag = crate::conditional::make_etag(FORMAT_VERSION, meta.len(), mtime, meta.ino());
+    Ok(Entity {
+        file,
+        len: meta.len(),
+        modified,
+        etag,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        use Refusal::*;
+        let cases: &[(&str, Refusal)] = &[
+            ("/../etc/passwd", BadRequest),
+            ("/pkg/../../etc/passwd", BadRequest),
+            ("/pkg/%2e%2e/%2e%2e/etc/passwd", BadRequest),
+            ("/pkg/%2E%2E%2Fetc%2Fpasswd", BadRequest),
+            ("/pkg/..%2fetc", BadRequest),
+            ("/pkg/..\\etc", BadRequest),
+            ("/pkg/%5c..%5cetc", BadRequest),
+            ("/pkg/a%00.ts", BadRequest),
+            ("/pkg/%c0%ae%c0%ae/etc", BadRequest),
+            ("/pkg/%e0%80%ae./x", BadRequest),
+            ("/pkg//hls/master.m3u8", BadRequest),
+            ("/pkg/./hls/master.m3u8", BadRequest),
+            ("/pkg/%zz", BadRequest),
+            ("/pkg/%2", BadRequest),
+            ("/.pkg.abr-staging.1/hls/master.m3u8", NotFound),
+            ("/pkg/hls/.hidden.ts", NotFound),
+            ("/pkg/hls/a b.ts", NotFound),
+            ("relative/x.ts", BadRequest),
+        ];
+        for (p, want) in cases {
+            assert_eq!(segments(p).err(), Some(*want), "{p}");
+        }
+        assert_eq!(
+            segments("/pkg/hls/720p/seg_00001.ts").unwrap(),
+            ["pkg", "hls", "720p", "seg_00001.ts"]
+        );
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(
+            Kind::from_name("seg_00001.m4s").map(Kind::mime),
+            Some("video/iso.segment")
+        );
+        assert_eq!(
+            Kind::from_name("master.m3u8").map(Kind::mime),
+            Some("application/vnd.apple.mpegurl")
+        );
+        assert_eq!(Kind::from_name("x.ts").map(Kind::mime), Some("video/mp2t"));
+        assert_eq!(
+            Kind::from_name("manifest.mpd").map(Kind::mime),
+            Some("application/dash+xml")
+        );
+        assert_eq!(
+            Kind::from_name("init.mp4").map(Kind::mime),
+            Some("video/mp4")
+        );
+        assert_eq!(Kind::from_name("passwd"), None);
+        assert_eq!(Kind::from_name("x.html"), None);
+    }
+
+    #[test]
+    fn symlinks_out_of_root_are_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("pkg/hls")).unwrap();
+        std::fs::write(t.path().join("secret.ts"), b"secret").unwrap();
+        std::os::unix::fs::symlink(t.path().join("secret.ts"), root.join("pkg/hls/evil.ts"))
+            .unwrap();
+        std::fs::write(root.join("pkg/hls/ok.ts"), b"ok").unwrap();
+        let root = root.canonicalize().unwrap();
+        let segs = |p: &str| segments(p).unwrap();
+        assert_eq!(
+            resolve(&root, &segs("/pkg/hls/evil.ts")).err(),
+            Some(Refusal::NotFound)
+        );
+        assert!(resolve(&root, &segs("/pkg/hls/ok.ts")).is_ok());
+        assert_eq!(
+            resolve(&root, &segs("/pkg/hls")).err(),
+            Some(Refusal::NotFound)
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! Request handling: the package-file handler (Range, conditional requests, compression,
+//! caching headers), health and readiness, the player page, operator endpoints, CORS preflight,
+//! and the middleware that assigns request ids, resolves client addresses, adds CORS headers,
+//! counts metrics and writes the JSON access log.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+
+use crate::body::{FileBody, Piece, Source};
+use crate::compress::{self, Coding};
+use crate::conditional::{self, Conditions, Decision, Validators};
+use crate::files::{self, Refusal};
+use crate::range::{self, RangeOutcome};
+use crate::state::State;
+use crate::telemetry::RequestInfo;
+
+/// Largest manifest compressed in memory (bigger ones are sent as they are).
+const MAX_COMPRESS_BYTES: u64 = 16 << 20;
+
+/// Headers a browser may send cross-origin (preflight `Access-Control-Allow-Headers`).
+const CORS_ALLOW_HEADERS: &str = "Range, If-Range, If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since, X-Request-Id";
+/// Headers a browser may read cross-origin.
+const CORS_EXPOSE_HEADERS: &str = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified, X-Request-Id";
+
+/// Label of what was requested, for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+struct KindLabel(&'static str);
+
+fn text(status: StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::route().to(healthz))
+        .route("/readyz", web::route().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/debug/pprof/profile", web::get().to(profile))
+        .route("/play/{name}", web::get().to(play_page))
+        .route("/_player/{file}", web::get().to(player_asset))
+        .default_service(web::to(package_file));
+}
+
+async fn healthz() -> HttpResponse {
+    text(StatusCode::OK, "ok\n")
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    }
+}
+
+/// Operator endpoints answer only on the admin listener when one is configured.
+fn admin_allowed(req: &HttpRequest, state: &State) -> bool {
+    match state.config.admin_listen {
+        None => true,
+        Some(admin) => req.app_config().local_addr().port() == admin.port(),
+    }
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if !admin_allowed(&req, &state) {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+#[derive(serde::Deserialize)]
+struct ProfileQuery {
+    seconds: Option<u64>,
+}
+
+/// CPU profile for `seconds` (1–60), returned as a flamegraph SVG.
+async fn profile(
+    req: HttpRequest,
+    state: web::Data<State>,
+    q: web::Query<ProfileQuery>,
+) -> HttpResponse {
+    if !admin_allowed(&req, &state) {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let secs = q.seconds.unwrap_or(10).clamp(1, 60);
+    let r = web::block(move || -> Result<Vec<u8>, String> {
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(99)
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_secs(secs));
+        let report = guard.report().build().map_err(|e| e.to_string())?;
+        let mut svg = Vec::new();
+        report.flamegraph(&mut svg).map_err(|e| e.to_string())?;
+        Ok(svg)
+    })
+    .await;
+    match r {
+        Ok(Ok(svg)) => HttpResponse::Ok().content_type("image/svg+xml").body(svg),
+        Ok(Err(e)) => HttpResponse::InternalServerError().body(format!("profiler: {e}\n")),
+        Err(e) => HttpResponse::InternalServerError().body(format!("profiler: {e}\n")),
+    }
+}
+
+const PLAYER_PAGE: &str = include_str!("player.html");
+
+async fn play_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let name = req.match_info().get("name").unwrap_or("");
+    let ok = files::segments(&format!("/{name}")).is_ok() && state.root.join(name).is_dir();
+    if !ok {
+        return text(StatusCode::NOT_FOUND, "no such package\n");
+    }
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(PLAYER_PAGE.replace("{{PACKAGE}}", name))
+}
+
+async fn player_asset(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let rel = match req.match_info().get("file") {
+        Some("hls.min.js") => "hls.js/dist/hls.min.js",
+        Some("dash.all.min.js") => "dashjs/dist/modern/umd/dash.all.min.js",
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let path = state.config.player_assets.join(rel);
+    let Ok(Ok(e)) = web::block(move || files::open(&path)).await else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "player scripts are not installed (npm ci in origin/player, or set player_assets)\n",
+        );
+    };
+    let len = e.len;
+    HttpResponse::Ok()
+        .content_type("application/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .insert_header((header::ETAG, e.etag.clone()))
+        .body(FileBody::new(
+            Source::File(Arc::new(e.file)),
+            vec![Piece::Range { offset: 0, len }],
+            None,
+        ))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// CORS preflight.
+fn preflight(req: &HttpRequest, state: &State) -> HttpResponse {
+    let origin = header_str(req.headers(), header::ORIGIN);
+    let method_ok = matches!(
+        header_str(req.headers(), header::ACCESS_CONTROL_REQUEST_METHOD),
+        Some("GET") | Some("HEAD")
+    );
+    let mut b = HttpResponse::NoContent();
+    b.insert_header((header::ALLOW, "GET, HEAD, OPTIONS"));
+    if let (Some(o), true) = (origin.and_then(|o| allowed_origin(state, o)), method_ok) {
+        b.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, hv(&o)))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"));
+    }
+    b.insert_header((
+        header::VARY,
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    ));
+    b.finish()
+}
+
+/// The `Access-Control-Allow-Origin` value for `origin`, if allowed.
+fn allowed_origin(state: &State, origin: &str) -> Option<String> {
+    let list = &state.config.cors_origins;
+    if list.iter().any(|o| o == "*") {
+        Some("*".into())
+    } else {
+        list.iter().any(|o| o == origin).then(|| origin.to_string())
+    }
+}
+
+/// GET/HEAD of package files (and everything that is not another route).
+async fn package_file(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if req.method() == Method::OPTIONS {
+        return preflight(&req, &state);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET, HEAD, OPTIONS"))
+            .finish();
+    }
+    let segs = match files::segments(req.uri().path()) {
+        Ok(s) => s,
+        Err(Refusal::BadRequest) => return text(StatusCode::BAD_REQUEST, "bad request path\n"),
+        Err(Refusal::NotFound) => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let segs = match (segs.first().map(String::as_str), &state.signing_key) {
+        (Some(crate::auth::PREFIX), Some(key)) if segs.len() >= 5 => {
+            match crate::auth::verify(key, &segs[1], &segs[2], &segs[3], SystemTime::now()) {
+                Ok(()) => segs[3..].to_vec(),
+                Err(crate::auth::TokenError::Expired) => {
+                    return text(StatusCode::FORBIDDEN, "token expired\n")
+                }
+                Err(crate::auth::TokenError::Invalid) => {
+                    return text(StatusCode::FORBIDDEN, "invalid token\n")
+                }
+            }
+        }
+        (Some(crate::auth::PREFIX), _) => return text(StatusCode::FORBIDDEN, "invalid token\n"),
+        (_, Some(_)) => return text(StatusCode::FORBIDDEN, "token required\n"),
+        (_, None) => segs,
+    };
+    if let Some(lim) = &state.limiter {
+        let ip = req.extensions().get::<RequestInfo>().map(|i| i.client);
+        if let Some(ip) = ip {
+            if let Err(wait) = lim.check(ip) {
+                state.metrics.rate_limited.inc();
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return HttpResponse::TooManyRequests()
+                    .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
+                    .content_type("text/plain; charset=utf-8")
+                    .body("rate limited\n");
+            }
+        }
+    }
+    let resolved = match files::resolve(&state.root, &segs) {
+        Ok(r) => r,
+        Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    req.extensions_mut()
+        .insert(KindLabel(resolved.kind.label()));
+    serve(&req, &state, resolved).await
+}
+
+async fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
+    match source {
+        Source::Memory(b) => Ok(b.clone()),
+        Source::File(f) => {
+            let f = f.clone();
+            web::block(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len as usize];
+                f.read_exact_at(&mut buf, 0)?;
+                Ok(Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        }
+    }
+}
+
+async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResponse {
+    let path = r.path.clone();
+    let entity = match web::block(move || files::open(&path)).await {
+        Ok(Ok(e)) => e,
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());
+    let mut source = Source::File(Arc::new(entity.file));
+    if let Some(cache) = &state.cache {
+        if len <= state.config.cache_max_file_bytes {
+            let key = (r.path.clone(), etag.clone(), None);
+            match cache.get(&key) {
+                Some(b) => {
+                    state.metrics.cache_hits.inc();
+                    source = Source::Memory(b);
+                }
+                None => {
+                    state.metrics.cache_misses.inc();
+                    if let Ok(b) = read_all(&source, len).await {
+                        cache.insert(key, b.clone());
+                        source = Source::Memory(b);
+                    }
+                }
+            }
+        }
+    }
+    let h = req.headers();
+    let range_header = header_str(h, header::RANGE);
+    // Manifests are compressed for clients that accept it — never segments, never ranges.
+    let coding = if r.kind.is_manifest() && range_header.is_none() && len <= MAX_COMPRESS_BYTES {
+        compress::negotiate(header_str(h, header::ACCEPT_ENCODING))
+    } else {
+        None
+    };
+    let mut compressed: Option<Bytes> = None;
+    if let Some(c) = coding {
+        let key = (r.path.clone(), etag.clone(), Some(c));
+        compressed = match state.compressed.get(&key) {
+            Some(b) => Some(b),
+            None => match read_all(&source, len)
+                .await
+                .and_then(|raw| compress::compress(&raw, c))
+            {
+                Ok(z) => {
+                    state.compressed.insert(key, z.clone());
+                    Some(z)
+                }
+                Err(_) => None,
+            },
+        };
+    }
+    let coding: Option<Coding> = compressed.as_ref().and(coding);
+    let etag_v = match coding {
+        Some(c) => compress::variant_etag(&etag, c),
+        None => etag.clone(),
+    };
+    let validators = Validators {
+        etag: &etag_v,
+        last_modified: modified,
+    };
+    let conds = Conditions {
+        if_match: header_str(h, header::IF_MATCH),
+        if_none_match: header_str(h, header::IF_NONE_MATCH),
+        if_modified_since: header_str(h, header::IF_MODIFIED_SINCE),
+        if_unmodified_since: header_str(h, header::IF_UNMODIFIED_SINCE),
+    };
+    let cache_control = if r.kind.is_manifest() {
+        format!("public, max-age={}", state.config.manifest_max_age_s)
+    } else {
+        format!(
+            "public, max-age={}, immutable",
+            state.config.segment_max_age_s
+        )
+    };
+    let common = |b: &mut HttpResponseBuilder| {
+        b.insert_header((header::ETAG, hv(&etag_v)))
+            .insert_header((header::LAST_MODIFIED, conditional::http_date(modified)))
+            .insert_header((header::CACHE_CONTROL, hv(&cache_control)))
+            .insert_header((header::ACCEPT_RANGES, "bytes"));
+        if r.kind.is_manifest() {
+            b.insert_header((header::VARY, "Accept-Encoding"));
+        }
+    };
+    match conditional::evaluate(true, &conds, &validators) {
+        Decision::Proceed => {}
+        Decision::NotModified => {
+            let mut b = HttpResponse::NotModified();
+            common(&mut b);
+            return b.finish();
+        }
+        Decision::PreconditionFailed => {
+            return text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+        }
+    }
+    let counter = Some(state.metrics.sent_counter(r.kind.label()));
+    if let (Some(c), Some(z)) = (coding, compressed) {
+        let mut b = HttpResponse::Ok();
+        common(&mut b);
+        let n = z.len() as u64;
+        return b
+            .content_type(r.kind.mime())
+            .insert_header((header::CONTENT_ENCODING, c.token()))
+            .body(FileBody::new(
+                Source::Memory(z),
+                vec![Piece::Range { offset: 0, len: n }],
+                counter,
+            ));
+    }
+    let outcome = match header_str(h, header::IF_RANGE) {
+        Some(ir) if !conditional::if_range_matches(ir, &validators) => RangeOutcome::Full,
+        _ => range::evaluate(range_header, len),
+    };
+    match outcome {
+        RangeOutcome::Full => {
+            let mut b = HttpResponse::Ok();
+            common(&mut b);
+            b.content_type(r.kind.mime()).body(FileBody::new(
+                source,
+                vec![Piece::Range { offset: 0, len }],
+                counter,
+            ))
+        }
+        RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
+            let br = &ranges[0];
+            let mut b = HttpResponse::PartialContent();
+            common(&mut b);
+            b.content_type(r.kind.mime())
+                .insert_header((header::CONTENT_RANGE, range::content_range(br, len)))
+                .body(FileBody::new(
+                    source,
+                    vec![Piece::Range {
+                        offset: br.start,
+                        len: br.len(),
+                    }],
+                    counter,
+                ))
+        }
+        RangeOutcome::Partial(ranges) => {
+            let boundary = range::multipart_boundary(rand::random());
+            let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+            for br in &ranges {
+                pieces.push(Piece::Bytes(Bytes::from(range::multipart_part_header(
+                    &boundary,
+                    r.kind.mime(),
+                    br,
+                    len,
+                ))));
+                pieces.push(Piece::Range {
+                    offset: br.start,
+                    len: br.len(),
+                });
+            }
+            pieces.push(Piece::Bytes(Bytes::from(range::multipart_end(&boundary))));
+            let mut b = HttpResponse::PartialContent();
+            common(&mut b);
+            b.content_type(format!("multipart/byteranges; boundary={boundary}"))
+                .body(FileBody::new(source, pieces, counter))
+        }
+        RangeOutcome::Unsatisfiable => {
+            let mut b = HttpResponse::RangeNotSatisfiable();
+            common(&mut b);
+            b.insert_header((header::CONTENT_RANGE, range::unsatisfied_range(len)))
+                .finish()
+        }
+    }
+}
+
+/// Valid client-supplied request ids are echoed; others are replaced.
+fn request_id(h: &HeaderMap) -> String {
+    match header_str(h, HeaderName::from_static("x-request-id")) {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_string()
+        }
+        _ => format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        ),
+    }
+}
+
+/// Request id, client address, CORS response headers, metrics and the JSON access log.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let start = Instant::now();
+    let state = req.app_data::<web::Data<State>>().cloned();
+    let id = request_id(req.headers());
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let client = match &state {
+        Some(s) => crate::limits::client_ip(
+            peer,
+            header_str(req.headers(), HeaderName::from_static("x-forwarded-for")),
+            &s.config.trusted_proxies,
+        ),
+        None => peer,
+    };
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let range = header_str(req.headers(), header::RANGE).map(str::to_string);
+    let origin = header_str(req.headers(), header::ORIGIN).map(str::to_string);
+    req.extensions_mut().insert(RequestInfo {
+        id: id.clone(),
+        client,
+    });
+    if let Some(s) = &state {
+        s.metrics.in_flight.inc();
+    }
+    let res = next.call(req).await;
+    let mut res = match res {
+        Ok(r) => r.map_into_boxed_body(),
+        Err(e) => {
+            if let Some(s) = &state {
+                s.metrics.in_flight.dec();
+            }
+            return Err(e);
+        }
+    };
+    let kind = res
+        .request()
+        .extensions()
+        .get::<KindLabel>()
+        .map_or("other", |k| k.0);
+    let status = res.status();
+    let hdrs = res.headers_mut();
+    hdrs.insert(HeaderName::from_static("x-request-id"), hv(&id));
+    if let (Some(s), Some(o)) = (&state, origin.as_deref()) {
+        if res_is_not_preflight(&method) {
+            if let Some(allow) = allowed_origin(s, o) {
+                let hdrs = res.headers_mut();
+                if allow != "*" {
+                    hdrs.append(header::VARY, HeaderValue::from_static("Origin"));
+                }
+                hdrs.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv(&allow));
+                hdrs.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+                );
+            }
+        }
+    }
+    let bytes = res
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| match res.response().body().size() {
+            actix_web::body::BodySize::Sized(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let elapsed = start.elapsed();
+    if let Some(s) = &state {
+        s.metrics.in_flight.dec();
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        s.metrics.requests.with_label_values(&[class, kind]).inc();
+        s.metrics
+            .latency
+            .with_label_values(&[kind])
+            .observe(elapsed.as_secs_f64());
+    }
+    tracing::info!(
+        target: "access",
+        method = %method,
+        path = %path,
+        status = status.as_u16(),
+        bytes,
+        duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        range = range.as_deref().unwrap_or("-"),
+        client = %client,
+        request_id = %id,
+        kind,
+    );
+    Ok(res)
+}
+
+fn res_is_not_preflight(method: &str) -> bool {
+    method != "OPTIONS"
+}
