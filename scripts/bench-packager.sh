@@ -327,6 +327,7 @@ run_one() {
 }
 
 cat "$SRC" >/dev/null # page cache: no contender pays the first read
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
 n=${#CONTENDERS[@]}
 for ((r = 0; r < RUNS && n > 0; r++)); do
@@ -362,6 +363,7 @@ log "all runs took $(($(date +%s) - T0)) s"
 # ---------------------------------------------------------------------------------------------
 # 5. Report.
 export BENCH_SRC=$SRC BENCH_SRC_S=$SRC_S BENCH_RUNS=$RUNS BENCH_K=$K BENCH_NSEG=$NSEG
+export BENCH_LOAD_START=$LOAD0 BENCH_ELAPSED=$(($(date +%s) - T0))
 export BENCH_FLAT=$FLAT BENCH_SHAKA_FFMPEG=${SHAKA_FFMPEG:-} BENCH_SHAKA_PACKAGER=${SHAKA_PACKAGER:-}
 export BENCH_CONTENDERS="${CONTENDERS[*]}"
 python3 scripts/bench/report.py "$BENCH" >"$BENCH/packager-results.md"

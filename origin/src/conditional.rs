@@ -367,12 +367,22 @@ mod tests {
         }
     }
 
+    /// if_match, if_unmodified_since, if_none_match, if_modified_since, GET/HEAD, other.
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Decision,
+        Decision,
+    );
+
     #[test]
     fn preconditions() {
         use Decision::{NotModified as NM, PreconditionFailed as PF, Proceed as OK};
         let bad_date = "not a date";
         #[rustfmt::skip]
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, Option<&str>, Decision, Decision)] = &[
+        let cases: &[Case] = &[
             // if_match, if_unmodified_since, if_none_match, if_modified_since, GET/HEAD, other
             (None, None, None, None, OK, OK),
             // If-Match (strong).

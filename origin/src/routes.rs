@@ -159,7 +159,7 @@ async fn player_asset(req: HttpRequest, state: web::Data<State>) -> HttpResponse
         ))
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -52,7 +52,9 @@ def machine():
         ("CPU", cpu),
         ("memory", mem),
         ("kernel", platform.release()),
-        ("load average at report time", " ".join(open("/proc/loadavg").read().split()[:3])),
+        ("load average (1/5/15 min) before the runs", os.environ.get("BENCH_LOAD_START", "?")),
+        ("load average (1/5/15 min) after the runs", " ".join(open("/proc/loadavg").read().split()[:3])),
+        ("time taken by all runs", f"{os.environ.get('BENCH_ELAPSED', '?')} s"),
         ("system ffmpeg (abr's libav*, ffmpeg recipes)", first_line(sh(["ffmpeg", "-version"]))),
         ("rustc", sh(["rustc", "--version"])),
     ]

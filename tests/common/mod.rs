@@ -2,6 +2,8 @@
 //! independent checks with real tools (ffprobe/ffmpeg, m3u8-rs, dash-mpd-core, mp4-atom, xmllint).
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
