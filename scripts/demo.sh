@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing (scripts/setup.sh), builds abr (release), generates a 30 s
 # 1080p30 sample, packages it to demo/packages/sample (HLS + DASH) and serves demo/packages with a
-# player page (hls.js / dash.js) on http://127.0.0.1:$PORT/ (default 8080) until Ctrl-C.
+# player page (hls.js / dash.js) at http://127.0.0.1:$PORT/play/sample (default port 8080) until Ctrl-C.
 #
 #   bash scripts/demo.sh            PORT=9000 bash scripts/demo.sh
 #
@@ -19,7 +19,7 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { echo "demo: error: $*" >&2; exit 1; }
 
 [[ $PORT =~ ^[0-9]+$ ]] && ((PORT >= 1 && PORT <= 65535)) || die "PORT must be a port number (1-65535), got '$PORT'"
-# Fail early rather than after the build; serve.mjs checks again when it binds.
+# Fail early rather than after the build; abr serve checks again when it binds.
 if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
   die "port $PORT on $HOST is already in use; stop what uses it or run: PORT=<free port> bash scripts/demo.sh"
 fi
@@ -48,5 +48,8 @@ echo "Package written to $PKG/ ($((SECONDS - start)) s):"
 echo "  HLS:  $PKG/hls/master.m3u8"
 echo "  DASH: $PKG/dash/manifest.mpd"
 
-step "Serving demo/packages with a player page (Ctrl-C to stop)"
-exec node tests/player/serve.mjs --root demo/packages --port "$PORT" --host "$HOST"
+step "Serving demo/packages with abr serve (Ctrl-C to stop)"
+echo "Player: http://$HOST:$PORT/play/sample   (switch hls.js / dash.js on the page)"
+echo "Manifests: http://$HOST:$PORT/sample/hls/master.m3u8  http://$HOST:$PORT/sample/dash/manifest.mpd"
+exec target/release/abr serve --root demo/packages --listen "$HOST:$PORT" \
+  --player-assets origin/player/node_modules --log-format text

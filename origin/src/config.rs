@@ -163,3 +163,21 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example configuration parses and matches the defaults.
+    #[test]
+    fn docs_example_parses_to_defaults() {
+        let text = include_str!("../../docs/origin.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.segment_max_age_s, d.segment_max_age_s);
+        assert_eq!(c.cors_origins, d.cors_origins);
+        assert_eq!(c.player_assets, d.player_assets);
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}
