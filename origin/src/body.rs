@@ -73,6 +73,15 @@ impl FileBody {
         }
     }
 
+    /// The same size (so `Content-Length` is unchanged) but no data, for HEAD: actix's HTTP/1
+    /// dispatcher polls a HEAD response's body to the end and discards it, so a real body would
+    /// read the whole file from disk and count it as sent.
+    pub fn head_only(mut self) -> Self {
+        self.pieces.clear();
+        self.counter = None;
+        self
+    }
+
     fn count(&self, n: usize) {
         if let Some(c) = &self.counter {
             c.add(n as u64);

@@ -108,6 +108,19 @@ fn decode(raw: &str) -> Result<String, Refusal> {
 pub fn segments(raw_path: &str) -> Result<Vec<String>, Refusal> {
     let path = decode(raw_path)?;
     let rest = path.strip_prefix('/').ok_or(Refusal::BadRequest)?;
+    // A directory URL (`/`, `/pkg/hls/`) names no file: 404 like any directory, once its
+    // segments are checked (so `/../` is still a 400).
+    let (rest, dir_url) = match rest.strip_suffix('/') {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    if rest.is_empty() {
+        return Err(if path == "/" {
+            Refusal::NotFound
+        } else {
+            Refusal::BadRequest
+        });
+    }
     let mut out = Vec::new();
     for seg in rest.split('/') {
         if seg.is_empty() || seg == "." || seg == ".." {
@@ -121,6 +134,9 @@ pub fn segments(raw_path: &str) -> Result<Vec<String>, Refusal> {
             return Err(Refusal::NotFound);
         }
         out.push(seg.to_string());
+    }
+    if dir_url {
+        return Err(Refusal::NotFound);
     }
     Ok(out)
 }
@@ -219,6 +235,16 @@ mod tests {
             ("/pkg/hls/.hidden.ts", NotFound),
             ("/pkg/hls/a b.ts", NotFound),
             ("relative/x.ts", BadRequest),
+            ("", BadRequest),
+            ("/", NotFound),
+            ("/pkg/", NotFound),
+            ("/pkg/hls/", NotFound),
+            ("/pkg/hls%2F", NotFound),
+            ("//", BadRequest),
+            ("/pkg//", BadRequest),
+            ("/../", BadRequest),
+            ("/pkg/./", BadRequest),
+            ("/pkg/%2e%2e/", BadRequest),
         ];
         for (p, want) in cases {
             assert_eq!(segments(p).err(), Some(*want), "{p}");

@@ -266,6 +266,15 @@ async fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
 }
 
 async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResponse {
+    let is_head = req.method() == Method::HEAD;
+    let file_body = |source: Source, pieces: Vec<Piece>, counter| {
+        let b = FileBody::new(source, pieces, counter);
+        if is_head {
+            b.head_only()
+        } else {
+            b
+        }
+    };
     let path = r.path.clone();
     let entity = match web::block(move || files::open(&path)).await {
         Ok(Ok(e)) => e,
@@ -367,7 +376,7 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
         return b
             .content_type(r.kind.mime())
             .insert_header((header::CONTENT_ENCODING, c.token()))
-            .body(FileBody::new(
+            .body(file_body(
                 Source::Memory(z),
                 vec![Piece::Range { offset: 0, len: n }],
                 counter,
@@ -381,7 +390,7 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
         RangeOutcome::Full => {
             let mut b = HttpResponse::Ok();
             common(&mut b);
-            b.content_type(r.kind.mime()).body(FileBody::new(
+            b.content_type(r.kind.mime()).body(file_body(
                 source,
                 vec![Piece::Range { offset: 0, len }],
                 counter,
@@ -393,7 +402,7 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
             common(&mut b);
             b.content_type(r.kind.mime())
                 .insert_header((header::CONTENT_RANGE, range::content_range(br, len)))
-                .body(FileBody::new(
+                .body(file_body(
                     source,
                     vec![Piece::Range {
                         offset: br.start,
@@ -421,7 +430,7 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
             let mut b = HttpResponse::PartialContent();
             common(&mut b);
             b.content_type(format!("multipart/byteranges; boundary={boundary}"))
-                .body(FileBody::new(source, pieces, counter))
+                .body(file_body(source, pieces, counter))
         }
         RangeOutcome::Unsatisfiable => {
             let mut b = HttpResponse::RangeNotSatisfiable();
@@ -512,6 +521,7 @@ pub async fn middleware(
             }
         }
     }
+    // Body bytes of the response (none for HEAD, whatever its Content-Length says).
     let bytes = res
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -521,6 +531,7 @@ pub async fn middleware(
             actix_web::body::BodySize::Sized(n) => Some(n),
             _ => None,
         })
+        .filter(|_| method != "HEAD")
         .unwrap_or(0);
     let elapsed = start.elapsed();
     if let Some(s) = &state {

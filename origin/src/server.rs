@@ -4,11 +4,46 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::ConnectionType;
+use actix_web::middleware::Next;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Config;
 use crate::error::OriginError;
 use crate::state::State;
+
+/// Time for the actix acceptor to take a pause into account (it may still handle a readiness
+/// event polled with the pause request) before the listening socket is shut down.
+const ACCEPTOR_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether the kernel moves connections queued on a closing SO_REUSEPORT listener to another
+/// listener of its group (Linux ≥ 5.14, `sysctl net.ipv4.tcp_migrate_req=1`).
+fn tcp_migrate_req() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Time between closing the listener and the graceful stop of the workers (see `serve`).
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// Once readiness is off (shutdown began), every HTTP/1 response carries `Connection: close`, so
+/// keep-alive clients move to a new connection (another instance sharing the port, or another
+/// backend) during the grace period instead of being cut when the listener closes: a connection
+/// idle between two requests at that moment would be closed without an answer.
+async fn close_when_draining(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<State>>().cloned();
+    let mut res = next.call(req).await?;
+    if state.is_some_and(|s| !s.ready.load(Ordering::Relaxed)) {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    Ok(res)
+}
 
 /// Runs the origin until SIGTERM/SIGINT, then drains and returns.
 pub fn run(config: Config) -> Result<(), OriginError> {
@@ -25,6 +60,7 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(crate::routes::middleware))
+            .wrap(middleware::from_fn(close_when_draining))
             .configure(crate::routes::configure)
     })
     .workers(workers)
@@ -37,6 +73,10 @@ async fn serve(config: Config) -> Result<(), OriginError> {
     .disable_signals();
     let io = |context: String| move |source| OriginError::Io { context, source };
     let listener = crate::listen::bind(config.listen)?;
+    // Handles on the listening sockets, to stop listening at the end of the grace period.
+    let mut listening = vec![listener
+        .try_clone()
+        .map_err(io(format!("listen on {}", config.listen)))?];
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls::Reloadable::new(c, k)?),
         _ => None,
@@ -50,8 +90,14 @@ async fn serve(config: Config) -> Result<(), OriginError> {
             .map_err(io(format!("listen on {}", config.listen)))?,
     };
     if let Some(admin) = config.admin_listen {
+        let admin_listener = crate::listen::bind(admin)?;
+        listening.push(
+            admin_listener
+                .try_clone()
+                .map_err(io(format!("admin listen on {admin}")))?,
+        );
         server = server
-            .listen(crate::listen::bind(admin)?)
+            .listen(admin_listener)
             .map_err(io(format!("admin listen on {admin}")))?;
     }
     let running = server.run();
@@ -107,8 +153,32 @@ async fn serve(config: Config) -> Result<(), OriginError> {
             "shutdown: readiness off, draining"
         );
         actix_web::rt::time::sleep(grace).await;
+        // Stop accepting, then stop listening in the kernel: the socket leaves the SO_REUSEPORT
+        // group at once (new connections go to the other instance) and connections still queued
+        // on it move to another listener of the group when net.ipv4.tcp_migrate_req=1, else
+        // they are reset (as on close). The actix acceptor is paused first so that it does not
+        // try to accept on the closed socket (an error in the log); when queued connections
+        // would be reset, the socket is closed at once rather than letting them pile up.
+        handle.pause().await;
+        if tcp_migrate_req() {
+            actix_web::rt::time::sleep(ACCEPTOR_PAUSE).await;
+        } else {
+            tracing::info!(
+                "shutdown: net.ipv4.tcp_migrate_req is off, connections queued on the listener are reset"
+            );
+        }
+        for l in &listening {
+            if let Err(e) = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read) {
+                tracing::warn!("shutdown: cannot stop listening: {e}");
+            }
+        }
         tracing::info!("shutdown: listener closed, waiting for in-flight responses");
+        // A graceful stop closes every connection that has no request in progress and drops
+        // accepted connections a worker has not started yet: give the connections accepted just
+        // before the listener closed the time to be started and to read their request.
+        actix_web::rt::time::sleep(SETTLE).await;
         handle.stop(true).await;
+        drop(listening);
     });
 
     running.await.map_err(io("server".into()))?;

@@ -16,12 +16,25 @@ use super::{fixture, fixture_dir, package, test_ladder};
 pub fn sample_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("abr-origin-root-").tempdir_in(fixture_dir()).unwrap().keep();
+        let dir = tempfile::Builder::new()
+            .prefix("abr-origin-root-")
+            .tempdir_in(fixture_dir())
+            .unwrap()
+            .keep();
         let src = fixture("1080p30", 8);
         let ladder = test_ladder(&dir);
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
-        package(&src, &root.join("sample"), &["--ladder", ladder.to_str().unwrap(), "--segment-duration", "2"]);
+        package(
+            &src,
+            &root.join("sample"),
+            &[
+                "--ladder",
+                ladder.to_str().unwrap(),
+                "--segment-duration",
+                "2",
+            ],
+        );
         root
     })
     .clone()
@@ -29,7 +42,11 @@ pub fn sample_root() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `abr serve`.
@@ -57,7 +74,13 @@ impl Server {
         let logf = std::fs::File::create(&log).unwrap();
         let player = super::root().join("origin/player/node_modules");
         let child = Command::new(env!("CARGO_BIN_EXE_abr"))
-            .args(["serve", "--root", root.to_str().unwrap(), "--listen", &addr.to_string()])
+            .args([
+                "serve",
+                "--root",
+                root.to_str().unwrap(),
+                "--listen",
+                &addr.to_string(),
+            ])
             .args(["--player-assets", player.to_str().unwrap()])
             .args(extra)
             .stdout(Stdio::null())
@@ -79,7 +102,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("abr serve on {} not ready; log: {}", self.addr, std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!(
+            "abr serve on {} not ready; log: {}",
+            self.addr,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     /// Base URL.
@@ -116,13 +143,21 @@ pub struct Response {
 impl Response {
     /// First header value by (lowercase) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Sends one raw request (method, path as-is, headers) with `Connection: close` and reads the
 /// whole response. The path is sent byte for byte, so hostile paths reach the server unaltered.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -144,26 +179,43 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::R
 /// Parses a complete HTTP/1.1 response (Content-Length or chunked body).
 pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::other(m.to_string());
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no header end"))?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("head not utf-8"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
-    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("bad status"))?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status"))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let rest = &raw[end + 4..];
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let body = if head_only || status == 304 || status == 204 {
         Vec::new()
     } else if chunked {
         let mut out = Vec::new();
         let mut r = rest;
         loop {
-            let le = r.windows(2).position(|w| w == b"\r\n").ok_or_else(|| bad("chunk size"))?;
-            let size = usize::from_str_radix(std::str::from_utf8(&r[..le]).map_err(|_| bad("chunk"))?.trim(), 16)
-                .map_err(|_| bad("chunk size"))?;
+            let le = r
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("chunk size"))?;
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&r[..le])
+                    .map_err(|_| bad("chunk"))?
+                    .trim(),
+                16,
+            )
+            .map_err(|_| bad("chunk size"))?;
             r = &r[le + 2..];
             if size == 0 {
                 break;
@@ -175,5 +227,224 @@ pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> 
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl Server {
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait abr serve") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Server {
+    /// Like [`Server::start_on`], with `tag` in the log file name, so two servers sharing a port
+    /// (SO_REUSEPORT) in one test keep separate logs.
+    pub fn start_tagged(root: &Path, port: u16, tag: &str, extra: &[&str]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = fixture_dir().join(format!("serve-{port}-{}-{tag}.log", std::process::id()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let player = super::root().join("origin/player/node_modules");
+        let child = Command::new(env!("CARGO_BIN_EXE_abr"))
+            .args([
+                "serve",
+                "--root",
+                root.to_str().unwrap(),
+                "--listen",
+                &addr.to_string(),
+            ])
+            .args(["--player-assets", player.to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn abr serve");
+        let s = Server { child, addr, log };
+        s.wait_ready();
+        s
+    }
+}
+
+// ---- Helpers of the client and TLS tests (origin_clients.rs, origin_tls.rs) ----
+
+impl Server {
+    /// Like [`Server::start`], but readiness is `probe(addr)` returning true (polled until a
+    /// deadline) instead of plain-HTTP /healthz — e.g. /healthz over TLS.
+    pub fn start_probed(root: &Path, extra: &[&str], probe: impl Fn(SocketAddr) -> bool) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = fixture_dir().join(format!("serve-{port}-{}-probed.log", std::process::id()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let player = super::root().join("origin/player/node_modules");
+        let child = Command::new(env!("CARGO_BIN_EXE_abr"))
+            .args([
+                "serve",
+                "--root",
+                root.to_str().unwrap(),
+                "--listen",
+                &addr.to_string(),
+            ])
+            .args(["--player-assets", player.to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn abr serve");
+        let s = Server { child, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !probe(s.addr) {
+            assert!(
+                Instant::now() < deadline,
+                "abr serve on {} not ready; log: {}",
+                s.addr,
+                std::fs::read_to_string(&s.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// The JSON access-log lines written so far (`"target":"access"`).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Copies the directory tree `src` to `dst` (regular files and directories).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Writes `len` deterministic pseudo-random bytes (xorshift64* from `seed`) to `path`, creating
+/// its parent directories.
+pub fn write_pseudo_random(path: &Path, len: u64, seed: u64) {
+    use std::io::BufWriter;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        for c in buf.chunks_exact_mut(8) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            c.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        w.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    w.flush().unwrap();
+}
+
+/// SHA-256 (hex) of a file, computed by `sha256sum`.
+pub fn sha256sum(path: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Runs `node tests/player/<script> ARGS…` and returns (exit status, the last JSON line of
+/// stdout, stderr); panics if there is no JSON line.
+pub fn node_json(
+    script: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, serde_json::Value, String) {
+    let o = Command::new("node")
+        .arg(super::root().join("tests/player").join(script))
+        .args(args)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{script} {args:?}: no result line; stderr: {stderr}"));
+    let v = serde_json::from_str(line).unwrap_or_else(|e| panic!("{script}: bad JSON {line}: {e}"));
+    (o.status, v, stderr)
+}
+
+/// Plays `manifest_url` with `play.mjs` (hls.js or dash.js in headless Chromium, page on its own
+/// port) for 6.5 s, visiting every video rendition, plus `extra` play.mjs arguments; asserts
+/// success, ≥ 3 renditions all visited, ≥ 6 s played and no HTTP error. Returns the result.
+pub fn assert_plays(manifest_url: &str, player: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--manifest-url",
+        manifest_url,
+        "--player",
+        player,
+        "--seconds",
+        "6.5",
+    ];
+    args.extend_from_slice(extra);
+    let (st, v, stderr) = node_json("play.mjs", &args);
+    assert!(
+        st.success() && v["ok"] == true,
+        "{player} {manifest_url} failed: {v}\n{stderr}"
+    );
+    assert_eq!(
+        v["renditionsVisited"], v["renditionsTotal"],
+        "{player}: {v}"
+    );
+    assert!(
+        v["renditionsTotal"].as_u64().unwrap_or(0) >= 3,
+        "{player}: {v}"
+    );
+    assert!(v["played"].as_f64().unwrap_or(0.0) >= 6.0, "{player}: {v}");
+    assert_eq!(v["httpErrors"], serde_json::json!([]), "{player}: {v}");
+    v
 }

@@ -4,6 +4,8 @@
 //
 //   node play.mjs --dir DIR --player hls|dash [--seconds 6] [--timeout 90] [--verbose]
 //   node play.mjs --manifest-url URL --player hls|dash [...]
+//   [--chromium-arg ARG]... extra Chromium flags (e.g. to trust a test certificate:
+//                           --chromium-arg=--ignore-certificate-errors-spki-list=BASE64)
 //
 // --dir DIR serves DIR (abr layout: DIR/hls/master.m3u8, DIR/dash/manifest.mpd)
 // from a CORS-enabled static server; the page comes from another port, so all
@@ -52,7 +54,7 @@ const PLAYED_TOLERANCE_S = 0.1;
 const END_SLACK_S = 0.5;
 const POLL_MS = 100;
 
-const USAGE = 'usage: node play.mjs (--dir DIR | --manifest-url URL) --player hls|dash [--seconds N] [--timeout S] [--verbose]';
+const USAGE = 'usage: node play.mjs (--dir DIR | --manifest-url URL) --player hls|dash [--seconds N] [--timeout S] [--chromium-arg ARG]... [--verbose]';
 
 function usage(msg) {
   if (msg) console.error(`play.mjs: ${msg}`);
@@ -69,6 +71,7 @@ try {
       seconds: { type: 'string', default: '6' },
       'manifest-url': { type: 'string' },
       timeout: { type: 'string', default: '90' },
+      'chromium-arg': { type: 'string', multiple: true, default: [] },
       verbose: { type: 'boolean', short: 'v', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -144,7 +147,7 @@ async function main() {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...opts['chromium-arg']],
     timeout: remainingMs(),
   });
   cleanups.push(() => context.close());
