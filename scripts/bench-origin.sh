@@ -35,15 +35,17 @@
 # comparison, every run, machine, exact commands) printed and written to
 # target/bench-origin/results.md; raw wrk outputs in target/bench-origin/runs/.
 #
-# Environment: WARMUP_S=2 NGINX_PORT/ABR_PORT (default: first free from 38080/38180) WORKERS=$(nproc) FIXTURE_S=6
-#              GZIP_MIX=0 ACCESS_LOG=0 CHECK_MEASURED=0 (1: response hook in measured runs too)
+# Environment: WARMUP_S=2 NGINX_PORT/ABR_PORT (default: first free from 38080/38180) WORKERS=$(nproc)
+#              FIXTURE_S=6 GZIP_MIX=0 ACCESS_LOG=0 CHECK_MEASURED=0 (1: response hook in measured
+#              runs too) NGINX_REUSEPORT=0 (1: `listen … reuseport`) ABR_EXTRA_ARGS='' (more
+#              `abr serve` flags, e.g. "--cache-bytes 268435456"); non-default values are reported.
 # Every process this script starts (nginx, abr, wrk, samplers) is stopped on exit and on error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 HERE=$REPO/scripts/bench-origin
 
-usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/!p}' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf '[bench-origin %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench-origin: %s\n' "$*" >&2; exit 1; }
 
@@ -60,6 +62,9 @@ FIXTURE_S=${FIXTURE_S:-6}
 GZIP_MIX=${GZIP_MIX:-0}
 ACCESS_LOG=${ACCESS_LOG:-0}
 CHECK_MEASURED=${CHECK_MEASURED:-0}
+NGINX_REUSEPORT=${NGINX_REUSEPORT:-0}
+ABR_EXTRA_ARGS=${ABR_EXTRA_ARGS:-}
+read -r -a ABR_EXTRA <<<"$ABR_EXTRA_ARGS"
 [[ $WARMUP_S =~ ^[0-9]+$ && $WARMUP_S -ge 1 ]] || die "WARMUP_S must be an integer >= 1"
 [[ $WORKERS =~ ^[0-9]+$ && $WORKERS -ge 1 ]] || die "WORKERS must be an integer >= 1"
 
@@ -246,6 +251,20 @@ wait_url() { # URL PID NAME
   die "$3 did not answer $1"
 }
 
+port_of() { if [[ $1 == nginx ]]; then echo "$NGINX_PORT"; else echo "$ABR_PORT"; fi; }
+server_pids() { # the server's processes: abr is one, nginx master + workers (current)
+  # shellcheck disable=SC2046
+  if [[ $1 == abr ]]; then echo "$ABR_PID"; else echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); fi
+}
+rss_kb() { # SERVER → summed VmRSS in kB
+  local s=0 p v
+  for p in $(server_pids "$1"); do
+    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null || true)
+    s=$((s + ${v:-0}))
+  done
+  echo "$s"
+}
+
 if [[ $ACCESS_LOG == 1 ]]; then
   NGINX_ACCESS_LOG="$LOGS/nginx-access.log"
   ABR_LOG_FILTER=warn # abr's default: JSON access lines at info
@@ -254,7 +273,7 @@ else
   ABR_LOG_FILTER=warn,access=off
 fi
 sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@ROOT@|$ROOTDIR|g" -e "s|@PORT@|$NGINX_PORT|g" \
-  -e "s|@WORKERS@|$WORKERS|g" -e "s|access_log off;|access_log $NGINX_ACCESS_LOG;|" \
+  -e "s|@WORKERS@|$WORKERS|g" -e "s|@LISTEN_OPTS@|backlog=4096$([[ $NGINX_REUSEPORT == 1 ]] && echo ' reuseport')|" -e "s|access_log off;|access_log $NGINX_ACCESS_LOG;|" \
   "$HERE/nginx.conf.in" >"$PREFIX/nginx.conf"
 "$NGINX" -t -q -c "$PREFIX/nginx.conf" -p "$PREFIX" -e "$PREFIX/error.log" ||
   die "nginx -t failed (see $PREFIX/error.log)"
@@ -271,25 +290,14 @@ own_port "$NGINX_PORT" "$NGINX_PID" $NGINX_CHILDREN
 log "starting abr serve on 127.0.0.1:$ABR_PORT ($WORKERS workers)"
 : >"$LOGS/abr.log"
 "$ABR" --log "$ABR_LOG_FILTER" serve --root "$ROOTDIR" --listen "127.0.0.1:$ABR_PORT" \
-  --workers "$WORKERS" --shutdown-grace 0 --drain-timeout 1 2>>"$LOGS/abr.log" &
+  --workers "$WORKERS" --shutdown-grace 0 --drain-timeout 1 "${ABR_EXTRA[@]}" 2>>"$LOGS/abr.log" &
 ABR_PID=$!
-cmd "$ABR --log $ABR_LOG_FILTER serve --root $ROOTDIR --listen 127.0.0.1:$ABR_PORT --workers $WORKERS --shutdown-grace 0 --drain-timeout 1 2>>$LOGS/abr.log &"
+cmd "$ABR --log $ABR_LOG_FILTER serve --root $ROOTDIR --listen 127.0.0.1:$ABR_PORT --workers $WORKERS --shutdown-grace 0 --drain-timeout 1${ABR_EXTRA_ARGS:+ $ABR_EXTRA_ARGS} 2>>$LOGS/abr.log &"
 wait_url "http://127.0.0.1:$ABR_PORT/healthz" "$ABR_PID" abr
 own_port "$ABR_PORT" "$ABR_PID"
-
-port_of() { if [[ $1 == nginx ]]; then echo "$NGINX_PORT"; else echo "$ABR_PORT"; fi; }
-server_pids() { # the server's processes: abr is one, nginx master + workers (current)
-  # shellcheck disable=SC2046
-  if [[ $1 == abr ]]; then echo "$ABR_PID"; else echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); fi
-}
-rss_kb() { # SERVER → summed VmRSS in kB
-  local s=0 p v
-  for p in $(server_pids "$1"); do
-    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null || true)
-    s=$((s + ${v:-0}))
-  done
-  echo "$s"
-}
+sleep 0.5
+IDLE_START_ABR=$(rss_kb abr)
+IDLE_START_NGINX=$(rss_kb nginx)
 
 # ---------------------------------------------------------------------------------------------
 # 5. Behaviour check with curl: the same requests to both, summarised (status, type, length,
@@ -421,8 +429,6 @@ sample_rss() { # SERVER FILE: every 0.5 s until killed
 }
 
 : >"$OUT/runs.txt"
-IDLE_START_ABR=$(rss_kb abr)
-IDLE_START_NGINX=$(rss_kb nginx)
 runs_total=$((ROUNDS * ${#MIXES[@]} * ${#CONNS[@]} * 2))
 eta=$((runs_total * (DUR + WARMUP_S + 2)))
 log "$runs_total measured runs of ${DUR}s (+${WARMUP_S}s checked warm-up each): about $((eta / 60)) min $((eta % 60)) s"
@@ -444,7 +450,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
         warm=$(grep '^BENCH ' "$RAW/$tag.warmup.txt")
         if [[ -z ${recorded[warm]:-} ]]; then cmd "$LAST_CMD   # checked warm-up (example)"; recorded[warm]=1; fi
         sleep 0.5
-        if [[ $ACCESS_LOG == 1 ]]; then : >"$LOGS/nginx-access.log"; : >"$LOGS/abr.log"; fi
+        # Access logs (ACCESS_LOG=1) hold only the latest run of each server: truncated (the
+        # servers append) so that a long benchmark does not fill the disk.
+        if [[ $ACCESS_LOG == 1 ]]; then
+          if [[ $server == nginx ]]; then : >"$LOGS/nginx-access.log"; else : >"$LOGS/abr.log"; fi
+        fi
         rssf=$RAW/$tag.rss
         : >"$rssf"
         if ((c == ${CONNS[-1]})); then
@@ -531,6 +541,14 @@ fi
   echo "- **Mixes.** segments: whole segment, random file; ranges: \`Range: bytes=a-(a+$((RANGELEN - 1)))\`, a uniform in [0, $((SEGSIZE - RANGELEN))], random file; manifests: random manifest, no Accept-Encoding$([[ $GZIP_MIX == 1 ]] && echo '; manifests-gzip: the same with `Accept-Encoding: gzip` (nginx gzip level 1 per request, abr compresses once and caches)'). wrk threads are seeded the same for both servers."
   echo "- **Order.** Interleaved: for each round, mix and connection count, nginx then abr in odd rounds, abr then nginx in even rounds."
   echo "- **Checks.** Every warm-up runs a wrk \`response\` hook checking each status (200, or 206 for ranges), body length and Content-Range; the measured runs are checked by wrk's counters (socket errors, status ≥ 400) and bytes per response$([[ $CHECK_MEASURED == 1 ]] && echo ', and (CHECK_MEASURED=1) the same hook') — any problem is shown in the \`check\` column."
+  if [[ $NGINX_REUSEPORT == 1 || -n $ABR_EXTRA_ARGS ]]; then
+    # shellcheck disable=SC2016
+    echo "- **Non-default settings.**${ABR_EXTRA_ARGS:+ abr serve also got \`$ABR_EXTRA_ARGS\`.}$([[ $NGINX_REUSEPORT == 1 ]] && echo ' nginx listens with `reuseport`.')"
+  fi
+  echo "- **nginx workers.** Without \`reuseport\` (the default) one nginx worker may accept a whole burst of connections and serve them alone: the per-process CPU ticks in \"Every run\" (master first) show the split. abr's acceptor hands connections to its workers in turn."
+  if awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v n="$(nproc)" 'BEGIN{exit !(l > n / 2)}'; then
+    echo "- **⚠ Busy machine.** $(tr '\n' ';' <"$OUT/load.txt" | sed 's/;$//; s/;/; /g') on $(nproc) CPUs: other processes competed for the CPUs during the runs, so these figures are noisy."
+  fi
   echo "- **Caveat.** wrk, nginx and abr share the same $(nproc) CPUs: the client takes a large share, and anything else running on the machine adds noise; compare the ratios, not the absolute figures."
 } >"$OUT/settings.md"
 

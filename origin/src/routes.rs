@@ -248,19 +248,15 @@ async fn package_file(req: HttpRequest, state: web::Data<State>) -> HttpResponse
     serve(&req, &state, resolved).await
 }
 
-async fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
+/// The whole file (small files only: manifests, hot-cache candidates).
+fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
     match source {
         Source::Memory(b) => Ok(b.clone()),
         Source::File(f) => {
-            let f = f.clone();
-            web::block(move || {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; len as usize];
-                f.read_exact_at(&mut buf, 0)?;
-                Ok(Bytes::from(buf))
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, 0)?;
+            Ok(Bytes::from(buf))
         }
     }
 }
@@ -275,10 +271,10 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
             b
         }
     };
-    let path = r.path.clone();
-    let entity = match web::block(move || files::open(&path)).await {
-        Ok(Ok(e)) => e,
-        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    // open + fstat on the worker: cheaper than a thread-pool hop for local files.
+    let entity = match files::open(&r.path) {
+        Ok(e) => e,
+        Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());
     let mut source = Source::File(Arc::new(entity.file));
@@ -292,7 +288,7 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
                 }
                 None => {
                     state.metrics.cache_misses.inc();
-                    if let Ok(b) = read_all(&source, len).await {
+                    if let Ok(b) = read_all(&source, len) {
                         cache.insert(key, b.clone());
                         source = Source::Memory(b);
                     }
@@ -313,10 +309,7 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
         let key = (r.path.clone(), etag.clone(), Some(c));
         compressed = match state.compressed.get(&key) {
             Some(b) => Some(b),
-            None => match read_all(&source, len)
-                .await
-                .and_then(|raw| compress::compress(&raw, c))
-            {
+            None => match read_all(&source, len).and_then(|raw| compress::compress(&raw, c)) {
                 Ok(z) => {
                     state.compressed.insert(key, z.clone());
                     Some(z)

@@ -61,6 +61,9 @@ def problems(run, mixinfo):
     if int(num(run, "warm_bad")):
         out.append(f"warm-up: {int(num(run, 'warm_bad'))}/{int(num(run, 'warm_checked'))} "
                    f"bad responses (first: {run.get('warm_first_bad', '?')})")
+    if int(num(run, "bad")):
+        out.append(f"measured run (CHECK_MEASURED=1): {int(num(run, 'bad'))}/{int(num(run, 'checked'))} "
+                   f"bad responses (first: {run.get('first_bad', '?')})")
     if int(num(run, "warm_checked")) == 0:
         out.append("warm-up checked no response")
     req = num(run, "requests")
