@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --test-threads="${ABR_TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${ABR_TEST_THREADS:-4}"

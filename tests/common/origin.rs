@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::{fixture, fixture_dir, package, test_ladder};
 
-/// A ROOT with one package named `sample` (1080p30 source with audio, 3 rungs, 2 s segments),
+/// A ROOT with one package named `sample` (12 s 1080p30 source with audio, 3 rungs, 2 s segments:
+/// long enough for players to switch renditions several times),
 /// built once per test binary.
 pub fn sample_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
@@ -21,7 +22,7 @@ pub fn sample_root() -> PathBuf {
             .tempdir_in(fixture_dir())
             .unwrap()
             .keep();
-        let src = fixture("1080p30", 8);
+        let src = fixture("1080p30", 12);
         let ladder = test_ladder(&dir);
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
