@@ -534,7 +534,7 @@ fi
 {
   echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'): \`scripts/bench-origin.sh $DUR $ROUNDS\` — $ROUNDS round(s); each run ${DUR} s measured after a ${WARMUP_S} s checked warm-up; wrk -t$THREADS --timeout 30s over loopback; connections ${CONNS[*]}; mixes ${MIXES[*]}."
   echo
-  echo "- **Servers.** nginx $nginx_v (master + $WORKERS workers, sendfile on, tcp_nopush on; config rendered from scripts/bench-origin/nginx.conf.in, which lists every non-default directive and why) and \`abr serve --workers $WORKERS\` (defaults otherwise: no hot-file cache, files read in 128 KiB positional chunks), both on 127.0.0.1, same ROOT, same MIME types and Range/conditional behaviour (see the behaviour check), same Cache-Control/Vary/X-Request-Id response headers."
+  echo "- **Servers.** nginx $nginx_v (master + $WORKERS workers, sendfile on, tcp_nopush on; config rendered from scripts/bench-origin/nginx.conf.in, which lists every non-default directive and why) and \`abr serve --workers $WORKERS\` (defaults otherwise: no hot-file cache, files read in 256 KiB positional chunks on the worker threads), both on 127.0.0.1, same ROOT, same MIME types and Range/conditional behaviour (see the behaviour check), same Cache-Control/Vary/X-Request-Id response headers."
   echo "- **Logging.** ${logging}."
   echo "- **Data.** $NSEG segments of $SEGSIZE bytes (deterministic random bytes, page-cached before the runs); manifests: $(wc -l <"$OUT/manifests.txt") files of a real abr package of a ${FIXTURE_S} s fixture ($MAN_MIN–$MAN_MAX bytes)."
   # shellcheck disable=SC2016
