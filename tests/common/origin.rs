@@ -70,8 +70,15 @@ impl Server {
 
     /// Like [`Server::start`] on a given port (SO_REUSEPORT lets two servers share it).
     pub fn start_on(root: &Path, port: u16, extra: &[&str]) -> Server {
+        let s = Self::spawn(root, port, "", extra);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts the process without waiting; its log file is `serve-<port>-<pid><tag>.log`.
+    fn spawn(root: &Path, port: u16, tag: &str, extra: &[&str]) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = fixture_dir().join(format!("serve-{port}-{}.log", std::process::id()));
+        let log = fixture_dir().join(format!("serve-{port}-{}{tag}.log", std::process::id()));
         let logf = std::fs::File::create(&log).unwrap();
         let player = super::root().join("origin/player/node_modules");
         let child = Command::new(env!("CARGO_BIN_EXE_abr"))
@@ -88,26 +95,25 @@ impl Server {
             .stderr(logf)
             .spawn()
             .expect("spawn abr serve");
-        let s = Server { child, addr, log };
-        s.wait_ready();
-        s
+        Server { child, addr, log }
+    }
+
+    /// Polls `probe` until it holds (20 s deadline; the log is shown on failure).
+    fn wait_until_ready(&self, probe: impl Fn(SocketAddr) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !probe(self.addr) {
+            assert!(
+                Instant::now() < deadline,
+                "abr serve on {} not ready; log: {}",
+                self.addr,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = get(self.addr, "/healthz", &[]) {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "abr serve on {} not ready; log: {}",
-            self.addr,
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        self.wait_until_ready(|addr| get(addr, "/healthz", &[]).is_ok_and(|r| r.status == 200));
     }
 
     /// Base URL.
@@ -260,25 +266,7 @@ impl Server {
     /// Like [`Server::start_on`], with `tag` in the log file name, so two servers sharing a port
     /// (SO_REUSEPORT) in one test keep separate logs.
     pub fn start_tagged(root: &Path, port: u16, tag: &str, extra: &[&str]) -> Server {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = fixture_dir().join(format!("serve-{port}-{}-{tag}.log", std::process::id()));
-        let logf = std::fs::File::create(&log).unwrap();
-        let player = super::root().join("origin/player/node_modules");
-        let child = Command::new(env!("CARGO_BIN_EXE_abr"))
-            .args([
-                "serve",
-                "--root",
-                root.to_str().unwrap(),
-                "--listen",
-                &addr.to_string(),
-            ])
-            .args(["--player-assets", player.to_str().unwrap()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn abr serve");
-        let s = Server { child, addr, log };
+        let s = Self::spawn(root, port, &format!("-{tag}"), extra);
         s.wait_ready();
         s
     }
@@ -290,36 +278,8 @@ impl Server {
     /// Like [`Server::start`], but readiness is `probe(addr)` returning true (polled until a
     /// deadline) instead of plain-HTTP /healthz — e.g. /healthz over TLS.
     pub fn start_probed(root: &Path, extra: &[&str], probe: impl Fn(SocketAddr) -> bool) -> Server {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = fixture_dir().join(format!("serve-{port}-{}-probed.log", std::process::id()));
-        let logf = std::fs::File::create(&log).unwrap();
-        let player = super::root().join("origin/player/node_modules");
-        let child = Command::new(env!("CARGO_BIN_EXE_abr"))
-            .args([
-                "serve",
-                "--root",
-                root.to_str().unwrap(),
-                "--listen",
-                &addr.to_string(),
-            ])
-            .args(["--player-assets", player.to_str().unwrap()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn abr serve");
-        let s = Server { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !probe(s.addr) {
-            assert!(
-                Instant::now() < deadline,
-                "abr serve on {} not ready; log: {}",
-                s.addr,
-                std::fs::read_to_string(&s.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let s = Self::spawn(root, free_port(), "-probed", extra);
+        s.wait_until_ready(probe);
         s
     }
 
