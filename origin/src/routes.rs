@@ -500,7 +500,7 @@ pub async fn middleware(
     let hdrs = res.headers_mut();
     hdrs.insert(HeaderName::from_static("x-request-id"), hv(&id));
     if let (Some(s), Some(o)) = (&state, origin.as_deref()) {
-        if res_is_not_preflight(&method) {
+        if method != "OPTIONS" {
             if let Some(allow) = allowed_origin(s, o) {
                 let hdrs = res.headers_mut();
                 if allow != "*" {
@@ -555,8 +555,4 @@ pub async fn middleware(
         kind,
     );
     Ok(res)
-}
-
-fn res_is_not_preflight(method: &str) -> bool {
-    method != "OPTIONS"
 }

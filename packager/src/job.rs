@@ -13,7 +13,7 @@ use ff::{format, Rescale};
 use ffmpeg_next as ff;
 
 use crate::error::{IoContext, PackageError, Result};
-use crate::ladder::{fit, LadderSpec, Rung};
+use crate::ladder::{fit, LadderSpec};
 use crate::manifest;
 use crate::package::{HlsVariant, PackageInfo};
 use crate::probe::{self, Probe};
@@ -128,7 +128,6 @@ pub fn run(job: &Job) -> Result<Summary> {
         asc: e.asc.clone(),
         sample_rate: e.sample_rate,
         channels: e.channels,
-        bitrate: u64::from(job.ladder.audio.bitrate_kbps) * 1000,
     });
 
     let abort = Arc::new(AtomicBool::new(false));
@@ -536,9 +535,4 @@ fn decode_all(
         tracing::warn!("read error near the end of {}: {e}", path.display());
     }
     Ok(frames_sent)
-}
-
-/// Fits the ladder for a probed input (exposed for tooling and tests).
-pub fn plan(ladder: &LadderSpec, probe: &Probe) -> Vec<Rung> {
-    fit(ladder, probe.video.display_size())
 }

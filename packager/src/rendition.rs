@@ -39,8 +39,6 @@ pub struct AudioTrack {
     pub sample_rate: u32,
     /// Channels.
     pub channels: u32,
-    /// Target bitrate, bit/s.
-    pub bitrate: u64,
 }
 
 /// Timescale used for a frame rate in fMP4 and manifests, and the ticks per frame.
@@ -62,7 +60,7 @@ pub struct RungOutput {
     pub rung: Rung,
     /// `avc1.*` codec string from the SPS.
     pub video_codec: String,
-    /// Segment start frames, and the end frame after the last segment.
+    /// Start frame of each segment, in order.
     pub starts: Vec<u64>,
     /// End frame (one past the last frame).
     pub end_frame: u64,

@@ -5,7 +5,7 @@
 //   (206/416), media MIME types.
 // startPageServer(files): serves a fixed map of URL path -> {file|body, type}.
 // staticHandler(dir) / listen(server, {port, host}): the same pieces, for
-//   servers that add their own routes (serve.mjs).
+//   servers that add their own routes.
 
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
