@@ -29,6 +29,27 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print a signed URL prefix for a package (for `signing_key` deployments).
     Sign(SignArgs),
+    /// Follow playback events of a cluster (its Redis) and show live viewers per package.
+    Monitor(MonitorArgs),
+}
+
+#[derive(clap::Args)]
+struct MonitorArgs {
+    /// Redis URL of the cluster.
+    #[arg(long, env = "ABR_REDIS")]
+    redis: String,
+    /// Seconds a viewer stays live after its last event (the nodes' viewer_window_s).
+    #[arg(long, default_value_t = 30)]
+    window: u64,
+    /// Seconds between live-viewer summaries.
+    #[arg(long, default_value_t = 5.0)]
+    interval: f64,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Exit after this many events (0 = until interrupted).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
 }
 
 /// `abr serve` flags; each also reads an `ABR_*` variable and overrides the --config file.
@@ -97,6 +118,15 @@ struct ServeArgs {
     /// Log format: json or text.
     #[arg(long, env = "ABR_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Node name (metrics label, playback events); default: host name.
+    #[arg(long, env = "ABR_NODE")]
+    node: Option<String>,
+    /// Redis URL for state shared by a cluster (default: in-process state).
+    #[arg(long, env = "ABR_REDIS")]
+    redis: Option<String>,
+    /// HMAC key of viewer session tokens (`hex:…` or text), the same on every node.
+    #[arg(long, env = "ABR_SESSION_KEY", hide_env_values = true)]
+    session_key: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -189,6 +219,19 @@ fn run(cmd: Command, log: &str) -> Result<()> {
     match cmd {
         Command::Package(a) => package(a),
         Command::Serve(a) => serve(*a, log),
+        Command::Monitor(a) => {
+            if !(a.interval.is_finite() && a.interval >= 0.1) {
+                bail!("--interval must be at least 0.1 s");
+            }
+            origin::monitor::run(origin::monitor::MonitorOptions {
+                redis: a.redis,
+                window: std::time::Duration::from_secs(a.window.max(1)),
+                interval: std::time::Duration::from_secs_f64(a.interval),
+                json: a.json,
+                max_events: a.count,
+            })?;
+            Ok(())
+        }
         Command::Sign(a) => {
             let exp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -228,6 +271,15 @@ fn serve(a: ServeArgs, log: &str) -> Result<()> {
     }
     if a.signing_key.is_some() {
         c.signing_key = a.signing_key;
+    }
+    if a.node.is_some() {
+        c.node = a.node;
+    }
+    if a.redis.is_some() {
+        c.redis = a.redis;
+    }
+    if a.session_key.is_some() {
+        c.session_key = a.session_key;
     }
     if a.tls_cert.is_some() {
         c.tls_cert = a.tls_cert;

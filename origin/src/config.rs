@@ -57,6 +57,23 @@ pub struct Config {
     pub player_assets: PathBuf,
     /// Log format: "json" (default) or "text".
     pub log_format: String,
+    /// Node name: the `node` label of metrics, recorded in playback events (default: host name).
+    pub node: Option<String>,
+    /// Redis URL for state shared by a cluster (`redis://host:port/db`); none = in-process.
+    pub redis: Option<String>,
+    /// HMAC key for viewer session tokens (`hex:…` or text); every node of a cluster needs the
+    /// same. Defaults to `signing_key`, else a random key (sessions then valid on this node only).
+    pub session_key: Option<String>,
+    /// Lifetime of a viewer session token.
+    pub session_ttl_s: u64,
+    /// How long a saved playback position is kept.
+    pub position_ttl_s: u64,
+    /// A viewer counts as live for this many seconds after its last playback event.
+    pub viewer_window_s: u64,
+    /// Playback writes per second allowed per viewer.
+    pub playback_write_rps: u32,
+    /// Playback write burst per viewer.
+    pub playback_write_burst: u32,
 }
 
 impl Default for Config {
@@ -84,6 +101,14 @@ impl Default for Config {
             tls_key: None,
             player_assets: PathBuf::from("origin/player/node_modules"),
             log_format: "json".into(),
+            node: None,
+            redis: None,
+            session_key: None,
+            session_ttl_s: 30 * 86_400,
+            position_ttl_s: 30 * 86_400,
+            viewer_window_s: 30,
+            playback_write_rps: 2,
+            playback_write_burst: 10,
         }
     }
 }
@@ -129,6 +154,20 @@ impl Config {
         }
         if self.rate_limit_rps > 0 && self.rate_limit_burst == 0 {
             return bad("rate_limit_burst must be at least 1".into());
+        }
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return bad(format!("redis '{url}' must be a redis:// or unix:// URL"));
+            }
+        }
+        if self.viewer_window_s == 0
+            || self.playback_write_rps == 0
+            || self.playback_write_burst == 0
+        {
+            return bad(
+                "viewer_window_s, playback_write_rps and playback_write_burst must be at least 1"
+                    .into(),
+            );
         }
         if self.cors_origins.is_empty() {
             return bad("cors_origins must list at least one origin (or \"*\")".into());

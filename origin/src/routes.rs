@@ -53,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/debug/pprof/profile", web::get().to(profile))
         .route("/play/{name}", web::get().to(play_page))
         .route("/_player/{file}", web::get().to(player_asset))
+        .configure(crate::api::configure)
         .default_service(web::to(package_file));
 }
 
@@ -226,14 +227,16 @@ async fn package_file(req: HttpRequest, state: web::Data<State>) -> HttpResponse
         (_, Some(_)) => return text(StatusCode::FORBIDDEN, "token required\n"),
         (_, None) => segs,
     };
-    if let Some(lim) = &state.limiter {
+    if state.config.rate_limit_rps > 0 {
         let ip = req.extensions().get::<RequestInfo>().map(|i| i.client);
         if let Some(ip) = ip {
-            if let Err(wait) = lim.check(ip) {
+            if let Err(wait) = rate_limit(&state, ip).await {
                 state.metrics.rate_limited.inc();
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 return HttpResponse::TooManyRequests()
-                    .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
+                    .insert_header((
+                        header::RETRY_AFTER,
+                        crate::api::retry_after_secs(wait).to_string(),
+                    ))
                     .content_type("text/plain; charset=utf-8")
                     .body("rate limited\n");
             }
@@ -246,6 +249,25 @@ async fn package_file(req: HttpRequest, state: web::Data<State>) -> HttpResponse
     req.extensions_mut()
         .insert(KindLabel(resolved.kind.label()));
     serve(&req, &state, resolved).await
+}
+
+/// The per-client token bucket: shared by the cluster on the Redis backend (one bucket per
+/// client across every node), this node's own when state is in-process or Redis is down.
+async fn rate_limit(state: &State, ip: std::net::IpAddr) -> Result<(), Duration> {
+    let c = &state.config;
+    if state.store.is_shared() {
+        if let Ok(verdict) = state
+            .store
+            .acquire(&format!("c:{ip}"), c.rate_limit_rps, c.rate_limit_burst)
+            .await
+        {
+            return verdict;
+        }
+    }
+    match &state.limiter {
+        Some(l) => l.check(ip),
+        None => Ok(()),
+    }
 }
 
 /// The whole file (small files only: manifests, hot-cache candidates).

@@ -108,6 +108,8 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         tls = tls.is_some(),
         root = %state.root.display(),
         workers,
+        node = %state.node,
+        state = if state.store.is_shared() { "redis" } else { "in-process" },
         "abr serve started"
     );
 
@@ -119,8 +121,15 @@ async fn serve(config: Config) -> Result<(), OriginError> {
             if let Some(l) = &hk.limiter {
                 l.housekeeping();
             }
+            hk.store.housekeeping();
         }
     });
+    // Shared state: watch Redis (degrade and recover by itself) and relay every node's
+    // playback events to this node's event stream.
+    if let crate::store::Store::Redis(r) = &state.store {
+        actix_web::rt::spawn(r.clone().health_loop());
+        actix_web::rt::spawn(r.clone().forward_events(state.events.clone()));
+    }
 
     let sig_state = state.clone();
     let grace = config.shutdown_grace();

@@ -10,6 +10,8 @@ use crate::compress::Coding;
 use crate::config::Config;
 use crate::error::OriginError;
 use crate::limits::Limiter;
+use crate::session::Sessions;
+use crate::store::{Store, StoreSettings};
 use crate::telemetry::Metrics;
 
 /// Cached whole files (hot segments) and compressed manifests, bounded by bytes.
@@ -33,6 +35,14 @@ pub struct State {
     pub compressed: ByteCache,
     /// Signing key, when signed URLs are required.
     pub signing_key: Option<Vec<u8>>,
+    /// Node name.
+    pub node: String,
+    /// Viewer state (in-process or Redis).
+    pub store: Store,
+    /// Viewer session tokens.
+    pub sessions: Sessions,
+    /// Playback events seen by this node (from every node with Redis), as JSON lines.
+    pub events: tokio::sync::broadcast::Sender<String>,
 }
 
 fn weigher(_: &(PathBuf, String, Option<Coding>), v: &Bytes) -> u32 {
@@ -56,10 +66,52 @@ impl State {
             .max_capacity(64 << 20)
             .weigher(weigher)
             .build();
+        let node = config
+            .node
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(crate::telemetry::node_name);
+        let metrics = Arc::new(Metrics::new(&node));
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let settings = StoreSettings {
+            position_ttl: std::time::Duration::from_secs(config.position_ttl_s.max(1)),
+            viewer_window: std::time::Duration::from_secs(config.viewer_window_s.max(1)),
+            node: node.clone(),
+        };
+        let store = match &config.redis {
+            Some(url) => Store::Redis(Arc::new(
+                crate::store::redis::RedisStore::new(url, settings, metrics.clone())
+                    .map_err(OriginError::Config)?,
+            )),
+            None => Store::Embedded(Box::new(crate::store::embedded::EmbeddedStore::new(
+                settings,
+                events.clone(),
+            ))),
+        };
+        let session_key = match config
+            .session_key
+            .as_deref()
+            .or(config.signing_key.as_deref())
+        {
+            Some(k) => crate::auth::key_bytes(k),
+            None => {
+                if config.redis.is_some() {
+                    tracing::warn!(target: "origin", "no session_key: viewer sessions are valid on this node only (give every node the same --session-key)");
+                }
+                rand::random::<[u8; 32]>().to_vec()
+            }
+        };
         Ok(State {
             root,
             ready: AtomicBool::new(true),
-            metrics: Arc::new(Metrics::new(&crate::telemetry::node_name())),
+            metrics,
+            node,
+            store,
+            sessions: Sessions::new(
+                session_key,
+                std::time::Duration::from_secs(config.session_ttl_s.max(60)),
+            ),
+            events,
             limiter: Limiter::new(config.rate_limit_rps, config.rate_limit_burst),
             cache,
             compressed,

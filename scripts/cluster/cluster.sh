@@ -1,0 +1,592 @@
+#!/usr/bin/env bash
+# scripts/cluster/cluster.sh up|down|status|roll|kill-node I|restart-node I
+#
+# A local multi-node deployment on 127.0.0.1 (docs/CLUSTER.md): N `abr serve` nodes, one
+# redis-server and one nginx load balancer (scripts/cluster/nginx.conf.in). Every process it
+# starts is recorded by pid in the state dir and stopped by that pid; nothing is stopped by name.
+#
+#   up              start redis, the nodes (waiting for /readyz 200 on each), then nginx (waiting
+#                   for /healthz through it); prints a last line
+#                   `cluster up: nginx=http://127.0.0.1:PORT nodes=... redis=...`.
+#                   No-op when the cluster already runs; refuses when it partly runs.
+#   down            nginx (SIGQUIT, graceful), the nodes (SIGTERM, wait for the drain), redis
+#                   (SIGTERM); removes the pid files. Fine when nothing runs.
+#   status          each component's pid, alive or not, and each node's /readyz.
+#                   Exit 0 all up, 1 something down, 3 nothing runs.
+#   roll            rolling restart: for each node in turn SIGTERM, wait for it to exit (60 s),
+#                   start it again with the same arguments, wait for /readyz 200, let nginx's
+#                   fail_timeout pass, next node. Rebuild ABR_BIN first to deploy a new binary.
+#   kill-node I     SIGKILL node I (failure drills).
+#   restart-node I  start node I again (it must be down), wait for /readyz 200.
+#
+# Settings (environment, read by `up`; later commands reuse what `up` recorded in
+# $CLUSTER_DIR/cluster.env, so only CLUSTER_DIR matters for them):
+#   ABR_BIN                 abr binary (default: target/release/abr of this repository)
+#   CLUSTER_DIR             state dir: pids, logs, generated configs (default target/cluster)
+#   CLUSTER_NODES           number of nodes (3)
+#   CLUSTER_ROOT            packages root served by every node (default demo/packages)
+#   CLUSTER_PORT            nginx's public port (8080)
+#   CLUSTER_NODE_BASE_PORT  node 1's port: node i listens on base+i-1 (9101: 9101..9103 for 3)
+#   CLUSTER_REDIS           1: run redis-server and give the nodes --redis; 0: no Redis, each
+#                           node keeps its state in-process (1)
+#   CLUSTER_REDIS_PORT      redis-server's port (6390)
+#   CLUSTER_SESSION_KEY     HMAC key for viewer sessions, the same on every node (`hex:…` or text;
+#                           default: a random key made once and kept in $CLUSTER_DIR/session.key)
+#   CLUSTER_RATE_LIMIT      per-client requests/s on each node, 0 = off (0)
+#   CLUSTER_RATE_BURST      per-client burst (200)
+#   CLUSTER_EXTRA_ARGS      more `abr serve` flags for every node, split on spaces ('')
+#   CLUSTER_WORKERS         nginx worker processes (2)
+# Relative paths given in the environment are taken from the current directory; the defaults
+# from the repository root.
+#
+# Logs (appended): $CLUSTER_DIR/node<i>.log (the node's JSON access and app logs, stderr),
+# redis.log, nginx-error.log, nginx-access.log (JSON lines), nginx.out (nginx's own output).
+# Exit status: 0 success, 1 failure, 2 usage error; status: 3 when nothing runs.
+set -euo pipefail
+
+CALLER_PWD=$PWD
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+HERE=$REPO/scripts/cluster
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/!p}' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
+
+# An absolute path: relative values from the environment are relative to the caller's directory.
+abs_env() { # VALUE DEFAULT_RELATIVE_TO_REPO
+  local p
+  if [[ -n $1 ]]; then
+    if [[ $1 == /* ]]; then p=$1; else p=$CALLER_PWD/$1; fi
+  else
+    p=$REPO/$2
+  fi
+  realpath -m -- "$p"
+}
+
+CLUSTER_DIR=$(abs_env "${CLUSTER_DIR:-}" target/cluster)
+ENV_FILE=$CLUSTER_DIR/cluster.env
+
+# Node readiness deadline, drain deadline (roll, down), and the pause after a restarted node is
+# ready: nginx keeps a node out of rotation for fail_timeout (2 s, nginx.conf.in) after its last
+# failed attempt; the next node is stopped only once that has passed.
+READY_DEADLINE_S=20
+STOP_DEADLINE_S=60
+ROLL_SETTLE_S=3
+
+# ---------------------------------------------------------------------------------------------
+# Settings: from the environment (up) or from what `up` recorded (every other command).
+settings_from_env() {
+  BIN=$(abs_env "${ABR_BIN:-}" target/release/abr)
+  NODES=${CLUSTER_NODES:-3}
+  ROOT=$(abs_env "${CLUSTER_ROOT:-}" demo/packages)
+  PORT=${CLUSTER_PORT:-8080}
+  BASE_PORT=${CLUSTER_NODE_BASE_PORT:-9101}
+  REDIS=${CLUSTER_REDIS:-1}
+  REDIS_PORT=${CLUSTER_REDIS_PORT:-6390}
+  SESSION_KEY=${CLUSTER_SESSION_KEY:-}
+  RATE_LIMIT=${CLUSTER_RATE_LIMIT:-0}
+  RATE_BURST=${CLUSTER_RATE_BURST:-200}
+  EXTRA_ARGS=${CLUSTER_EXTRA_ARGS:-}
+  WORKERS=${CLUSTER_WORKERS:-2}
+  local v
+  for v in NODES PORT BASE_PORT REDIS_PORT RATE_LIMIT RATE_BURST WORKERS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$(env_name "$v") must be a non-negative integer, got '${!v}'"
+  done
+  ((NODES >= 1 && NODES <= 64)) || die "CLUSTER_NODES must be 1..64, got $NODES"
+  ((WORKERS >= 1)) || die "CLUSTER_WORKERS must be at least 1"
+  for v in PORT REDIS_PORT; do
+    ((${!v} >= 1 && ${!v} <= 65535)) || die "$(env_name "$v") must be a port (1-65535), got ${!v}"
+  done
+  ((BASE_PORT >= 1 && BASE_PORT + NODES - 1 <= 65535)) ||
+    die "CLUSTER_NODE_BASE_PORT + CLUSTER_NODES - 1 must be a port (at most 65535)"
+  [[ $REDIS == 0 || $REDIS == 1 ]] || die "CLUSTER_REDIS must be 0 or 1, got '$REDIS'"
+}
+env_name() {
+  case $1 in
+    NODES) echo CLUSTER_NODES ;; PORT) echo CLUSTER_PORT ;; BASE_PORT) echo CLUSTER_NODE_BASE_PORT ;;
+    REDIS_PORT) echo CLUSTER_REDIS_PORT ;; RATE_LIMIT) echo CLUSTER_RATE_LIMIT ;;
+    RATE_BURST) echo CLUSTER_RATE_BURST ;; WORKERS) echo CLUSTER_WORKERS ;; *) echo "$1" ;;
+  esac
+}
+
+save_settings() {
+  local v
+  (
+    umask 077
+    {
+      echo "# written by scripts/cluster/cluster.sh up; read by its other commands"
+      for v in BIN NODES ROOT PORT BASE_PORT REDIS REDIS_PORT RATE_LIMIT RATE_BURST EXTRA_ARGS WORKERS; do
+        printf '%s=%q\n' "$v" "${!v}"
+      done
+    } >"$ENV_FILE.tmp"
+    mv -f "$ENV_FILE.tmp" "$ENV_FILE"
+  )
+}
+
+# Returns 1 when no cluster was ever started from this state dir.
+load_settings() {
+  [[ -f $ENV_FILE ]] || return 1
+  # shellcheck disable=SC1090
+  . "$ENV_FILE"
+}
+
+node_port() { echo $((BASE_PORT + $1 - 1)); } # node I (1..N)
+
+# ---------------------------------------------------------------------------------------------
+# Processes. A pid file is trusted only while its process is alive and still the one started
+# here (its command line is checked), so a recycled pid is never signalled.
+pidfile() { echo "$CLUSTER_DIR/$1.pid"; }
+read_pid() { # NAME → pid or nothing
+  local f p
+  f=$(pidfile "$1")
+  [[ -f $f ]] || return 0
+  read -r p <"$f" || true
+  [[ $p =~ ^[0-9]+$ ]] && echo "$p"
+  return 0
+}
+cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+is_ours() { # NAME PID: the process is alive and is that component
+  local name=$1 pid=$2 cl
+  proc_alive "$pid" || return 1
+  cl=$(cmdline_of "$pid")
+  case $name in
+    node*) [[ $cl == *" serve "* && $cl == *"--listen $(node_listen "${name#node}") "* ]] ;;
+    redis) [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* && $cl == *":$REDIS_PORT"* ]] ;;
+    nginx) [[ $cl == *"nginx: master process"* && $cl == *"$CLUSTER_DIR/nginx.conf"* ]] ;;
+    *) return 1 ;;
+  esac
+}
+running_pid() { # NAME → its pid when running, else nothing (exit 1)
+  local p
+  p=$(read_pid "$1")
+  [[ -n $p ]] && is_ours "$1" "$p" && { echo "$p"; return 0; }
+  return 1
+}
+
+node_listen() { # I → the address node I was started with (its .args file), else the computed one
+  local a=() k
+  if [[ -f $CLUSTER_DIR/node$1.args ]]; then
+    mapfile -d '' -t a <"$CLUSTER_DIR/node$1.args"
+    for ((k = 0; k + 1 < ${#a[@]}; k++)); do
+      [[ ${a[k]} == --listen ]] && { echo "${a[k + 1]}"; return 0; }
+    done
+  fi
+  echo "127.0.0.1:$(node_port "$1")"
+}
+
+port_free() { [[ -z $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
+
+# Running (not exited): a process that exited but was not reaped yet (zombie) counts as gone.
+proc_alive() { # PID
+  local st
+  kill -0 "$1" 2>/dev/null || return 1
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  if [[ -z $st || $st == Z || $st == X ]]; then
+    # A child of this shell (started by this invocation) is reaped here; others by their parent.
+    wait "$1" 2>/dev/null || true
+    return 1
+  fi
+}
+
+wait_gone() { # PID DEADLINE_S → 1 when still running at the deadline
+  local pid=$1 end=$((SECONDS + $2))
+  while proc_alive "$pid"; do
+    ((SECONDS < end)) || return 1
+    sleep 0.1
+  done
+  return 0
+}
+
+http_code() { # URL → status code, 000 when no answer
+  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
+}
+
+tail_log() { # FILE
+  if [[ -s $1 ]]; then
+    printf -- '--- last lines of %s ---\n' "$1" >&2
+    tail -n 20 "$1" >&2
+    printf -- '---\n' >&2
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis.
+start_redis() {
+  local log=$CLUSTER_DIR/redis.log pid end
+  command -v redis-server >/dev/null || die "redis-server not found (apt-get install redis-server), or set CLUSTER_REDIS=0"
+  command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-tools), or set CLUSTER_REDIS=0"
+  port_free "$REDIS_PORT" || die "port $REDIS_PORT (redis) is in use; set CLUSTER_REDIS_PORT"
+  log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+  # No persistence (--save '', no AOF): the state is disposable. --dir keeps any file in the state dir.
+  setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --daemonize no --dir "$CLUSTER_DIR" --logfile '' </dev/null >>"$log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$(pidfile redis)"
+  end=$((SECONDS + 10))
+  until [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; do
+    if ! proc_alive "$pid" || ((SECONDS >= end)); then
+      tail_log "$log"
+      die "redis-server did not answer PING on port $REDIS_PORT (log: $log)"
+    fi
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Nodes. Each node's command line is built once (by `up`) and kept in node<i>.args (NUL-separated),
+# so roll and restart-node start exactly the same command.
+session_key() {
+  local f=$CLUSTER_DIR/session.key
+  if [[ -n $SESSION_KEY ]]; then
+    echo "$SESSION_KEY"
+  else
+    if [[ ! -s $f ]]; then
+      (umask 077 && printf 'hex:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$f.tmp" && mv -f "$f.tmp" "$f")
+    fi
+    head -n1 "$f"
+  fi
+}
+
+write_node_args() { # I KEY
+  local i=$1 key=$2 extra=() args
+  read -r -a extra <<<"$EXTRA_ARGS"
+  args=("$BIN" serve --root "$ROOT" --listen "127.0.0.1:$(node_port "$i")" --node "node$i")
+  if [[ $REDIS == 1 ]]; then args+=(--redis "redis://127.0.0.1:$REDIS_PORT/"); fi
+  args+=(--session-key "$key" --trusted-proxies 127.0.0.1/32 --rate-limit "$RATE_LIMIT"
+    --rate-burst "$RATE_BURST" --log-format json "${extra[@]}")
+  (umask 077 && printf '%s\0' "${args[@]}" >"$CLUSTER_DIR/node$i.args")
+}
+
+start_node() { # I (the node must be down); waits for /readyz 200
+  local i=$1 listen port log args=() pid code end
+  [[ -f $CLUSTER_DIR/node$i.args ]] || die "no $CLUSTER_DIR/node$i.args: run 'up' first"
+  listen=$(node_listen "$i")
+  port=${listen##*:}
+  log=$CLUSTER_DIR/node$i.log
+  mapfile -d '' -t args <"$CLUSTER_DIR/node$i.args"
+  [[ -x ${args[0]} ]] || die "${args[0]} is missing or not executable: run cargo build --release (or set ABR_BIN)"
+  port_free "$port" || die "port $port (node$i) is in use by another process"
+  log "starting node$i on $listen"
+  # setsid: own session, so a Ctrl-C or a signal to this script's process group does not reach
+  # it. Nothing else is inherited: stdin /dev/null, the lock fd 9 closed.
+  setsid "${args[@]}" </dev/null >>"$log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$(pidfile "node$i")"
+  end=$((SECONDS + READY_DEADLINE_S))
+  while :; do
+    code=$(http_code "http://$listen/readyz")
+    [[ $code == 200 ]] && break
+    if ! proc_alive "$pid"; then
+      tail_log "$log"
+      die "node$i exited during start-up (log: $log)"
+    fi
+    if ((SECONDS >= end)); then
+      tail_log "$log"
+      die "node$i not ready: /readyz on $listen answered ${code/#000/nothing} for ${READY_DEADLINE_S} s (log: $log; pid $pid)"
+    fi
+    sleep 0.1
+  done
+  log "node$i ready (pid $pid)"
+}
+
+stop_node() { # I [signalled]: SIGTERM (unless already sent) and wait for the drain;
+  # 1 when it is still running after the deadline
+  local i=$1 pid
+  pid=$(running_pid "node$i") || { rm -f "$(pidfile "node$i")"; return 0; }
+  if [[ ${2:-} != signalled ]]; then
+    log "node$i: SIGTERM (pid $pid), waiting for the drain"
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  if ! wait_gone "$pid" "$STOP_DEADLINE_S"; then
+    printf 'cluster: error: node%s (pid %s) still running %s s after SIGTERM\n' "$i" "$pid" "$STOP_DEADLINE_S" >&2
+    return 1
+  fi
+  rm -f "$(pidfile "node$i")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# nginx.
+render_nginx() {
+  local servers='' i
+  for ((i = 1; i <= NODES; i++)); do
+    servers+="${servers:+\\n        }server 127.0.0.1:$(node_port "$i") max_fails=1 fail_timeout=2s;"
+  done
+  mkdir -p "$CLUSTER_DIR/nginx-tmp"
+  # Placeholders are replaced outside comments only (the template's comments name them).
+  sed -e "/^[[:space:]]*#/!{s|@DIR@|$CLUSTER_DIR|g; s|@PORT@|$PORT|g; s|@WORKERS@|$WORKERS|g; s|@SERVERS@|$servers|}" \
+    "$HERE/nginx.conf.in" >"$CLUSTER_DIR/nginx.conf"
+  if grep -v '^[[:space:]]*#' "$CLUSTER_DIR/nginx.conf" | grep '@[A-Z_]*@' >&2; then
+    die "unfilled placeholder in $CLUSTER_DIR/nginx.conf"
+  fi
+}
+
+nginx_bin() {
+  local n
+  n=$(command -v nginx || true)
+  [[ -z $n && -x /usr/sbin/nginx ]] && n=/usr/sbin/nginx
+  [[ -n $n ]] || die "nginx not found (apt-get install nginx)"
+  echo "$n"
+}
+
+start_nginx() {
+  local nginx conf=$CLUSTER_DIR/nginx.conf err=$CLUSTER_DIR/nginx-error.log out=$CLUSTER_DIR/nginx.out
+  local pid code end
+  nginx=$(nginx_bin)
+  port_free "$PORT" || die "port $PORT (nginx) is in use; set CLUSTER_PORT"
+  render_nginx
+  if ! "$nginx" -t -q -c "$conf" -p "$CLUSTER_DIR" -e "$err" >>"$out" 2>&1; then
+    tail_log "$out"
+    tail_log "$err"
+    die "nginx -t rejected $conf"
+  fi
+  log "starting nginx on 127.0.0.1:$PORT"
+  rm -f "$(pidfile nginx)"
+  # nginx daemonizes: it returns once its master runs in the background and has written the pid.
+  "$nginx" -c "$conf" -p "$CLUSTER_DIR" -e "$err" </dev/null >>"$out" 2>&1 9>&- || {
+    tail_log "$out"
+    tail_log "$err"
+    die "nginx failed to start (log: $err)"
+  }
+  end=$((SECONDS + 10))
+  until pid=$(running_pid nginx); do
+    ((SECONDS < end)) || { tail_log "$err"; die "nginx wrote no pid file $(pidfile nginx)"; }
+    sleep 0.1
+  done
+  while :; do
+    code=$(http_code "http://127.0.0.1:$PORT/healthz")
+    [[ $code == 200 ]] && break
+    if ((SECONDS >= end)); then
+      tail_log "$err"
+      die "GET /healthz through nginx answered ${code/#000/nothing} (log: $err)"
+    fi
+    sleep 0.1
+  done
+  log "nginx ready (pid $pid)"
+}
+
+stop_nginx() {
+  local pid
+  pid=$(running_pid nginx) || { rm -f "$(pidfile nginx)"; return 0; }
+  log "nginx: SIGQUIT (pid $pid), graceful"
+  kill -QUIT "$pid" 2>/dev/null || true
+  # worker_shutdown_timeout is 10 s.
+  if ! wait_gone "$pid" 15; then
+    log "nginx still running after 15 s: SIGTERM"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_gone "$pid" 5 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 2 || true; }
+  fi
+  rm -f "$(pidfile nginx)"
+}
+
+stop_redis() {
+  local pid
+  pid=$(running_pid redis) || { rm -f "$(pidfile redis)"; return 0; }
+  log "redis: SIGTERM (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_gone "$pid" 10; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 2 || true
+  fi
+  rm -f "$(pidfile redis)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Commands.
+components() { # names of the components of this cluster, in start order
+  local i
+  if [[ $REDIS == 1 ]]; then echo redis; fi
+  for ((i = 1; i <= NODES; i++)); do echo "node$i"; done
+  echo nginx
+}
+
+summary_line() {
+  local i nodes=''
+  for ((i = 1; i <= NODES; i++)); do nodes+="${nodes:+,}http://127.0.0.1:$(node_port "$i")"; done
+  printf 'cluster up: nginx=http://127.0.0.1:%s nodes=%s redis=%s\n' "$PORT" "$nodes" \
+    "$([[ $REDIS == 1 ]] && echo "redis://127.0.0.1:$REDIS_PORT/" || echo none)"
+}
+
+UP_STARTED=0
+up_failed() {
+  local rc=$?
+  if ((UP_STARTED && rc != 0)); then
+    log "up failed: stopping what was started"
+    do_down >/dev/null 2>&1 || true
+  fi
+}
+
+cmd_up() {
+  local c up=() down=() i key
+  if load_settings; then
+    for c in $(components); do
+      if running_pid "$c" >/dev/null; then up+=("$c"); else down+=("$c"); fi
+    done
+    if ((${#up[@]} && ${#down[@]} == 0)); then
+      log "already up (settings from $ENV_FILE; run 'down' first to change them)"
+      summary_line
+      return 0
+    fi
+    if ((${#up[@]})); then
+      die "cluster partly running (up: ${up[*]}; down: ${down[*]}): use restart-node I, or 'down' then 'up'"
+    fi
+  fi
+  settings_from_env
+  [[ -x $BIN ]] || die "$BIN not found or not executable: run 'cargo build --release' (or set ABR_BIN)"
+  [[ -d $ROOT ]] || die "CLUSTER_ROOT $ROOT is not a directory (package something first, e.g. bash scripts/demo.sh)"
+  command -v curl >/dev/null || die "curl is needed"
+  command -v ss >/dev/null || die "ss is needed (apt-get install iproute2)"
+  nginx_bin >/dev/null
+  # Every port free before anything starts (abr listens with SO_REUSEPORT: it would silently share
+  # a port with another abr instead of failing).
+  for ((i = 1; i <= NODES; i++)); do
+    port_free "$(node_port "$i")" || die "port $(node_port "$i") (node$i) is in use; set CLUSTER_NODE_BASE_PORT"
+    [[ $(node_port "$i") != "$PORT" ]] || die "node$i's port $PORT is also CLUSTER_PORT"
+  done
+  port_free "$PORT" || die "port $PORT (nginx) is in use; set CLUSTER_PORT"
+  if [[ $REDIS == 1 ]]; then port_free "$REDIS_PORT" || die "port $REDIS_PORT (redis) is in use; set CLUSTER_REDIS_PORT"; fi
+
+  save_settings
+  key=$(session_key)
+  UP_STARTED=1
+  trap up_failed EXIT
+  if [[ $REDIS == 1 ]]; then start_redis; fi
+  for ((i = 1; i <= NODES; i++)); do
+    write_node_args "$i" "$key"
+    start_node "$i"
+  done
+  start_nginx
+  UP_STARTED=0
+  trap - EXIT
+  summary_line
+}
+
+do_down() {
+  local i rc=0 pid
+  stop_nginx
+  # Every node drains at the same time (nginx is gone: nothing sends them new requests).
+  for ((i = 1; i <= NODES; i++)); do
+    if pid=$(running_pid "node$i"); then
+      log "node$i: SIGTERM (pid $pid), draining"
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for ((i = 1; i <= NODES; i++)); do stop_node "$i" signalled || rc=1; done
+  stop_redis
+  if ((rc)); then
+    die "some node did not stop within ${STOP_DEADLINE_S} s; run 'down' again, or kill it (pid in $CLUSTER_DIR)"
+  fi
+}
+
+cmd_down() {
+  if ! load_settings; then
+    log "nothing to stop (no $ENV_FILE)"
+    return 0
+  fi
+  do_down
+  log "cluster down"
+}
+
+cmd_status() {
+  local c pid state code i bad=0 any=0 detail
+  if ! load_settings; then
+    echo "cluster: not running (no $ENV_FILE)"
+    return 3
+  fi
+  for c in $(components); do
+    pid=$(read_pid "$c")
+    if running_pid "$c" >/dev/null; then state=up any=1; else state=down bad=1; fi
+    detail=''
+    case $c in
+      node*)
+        i=${c#node}
+        code=$(http_code "http://$(node_listen "$i")/readyz")
+        detail="$(node_listen "$i") readyz=$code"
+        [[ $code == 200 ]] || bad=1
+        ;;
+      redis)
+        code=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null || true)
+        detail="127.0.0.1:$REDIS_PORT ping=${code:-none}"
+        [[ $code == PONG ]] || bad=1
+        ;;
+      nginx)
+        code=$(http_code "http://127.0.0.1:$PORT/healthz")
+        detail="http://127.0.0.1:$PORT healthz=$code"
+        [[ $code == 200 ]] || bad=1
+        ;;
+    esac
+    printf '%-7s pid=%-8s %-5s %s\n' "$c" "${pid:--}" "$state" "$detail"
+  done
+  ((any)) || return 3
+  return "$bad"
+}
+
+node_arg() { # I → validated node number
+  [[ ${1:-} =~ ^[0-9]+$ ]] || { printf 'cluster: error: node number expected\n' >&2; exit 2; }
+  load_settings || die "no cluster in $CLUSTER_DIR (run 'up' first)"
+  (($1 >= 1 && $1 <= NODES)) || die "node $1 does not exist (nodes 1..$NODES)"
+}
+
+cmd_kill_node() {
+  local i=$1 pid
+  pid=$(running_pid "node$i") || die "node$i is not running"
+  log "node$i: SIGKILL (pid $pid)"
+  kill -KILL "$pid"
+  wait_gone "$pid" 5 || die "node$i (pid $pid) survived SIGKILL for 5 s"
+  # The pid file stays: status shows the node as down.
+}
+
+cmd_restart_node() {
+  local i=$1 pid
+  if pid=$(running_pid "node$i"); then die "node$i is already running (pid $pid)"; fi
+  start_node "$i"
+}
+
+cmd_roll() {
+  local i pid c
+  load_settings || die "no cluster in $CLUSTER_DIR (run 'up' first)"
+  for c in $(components); do
+    running_pid "$c" >/dev/null || die "$c is down: fix it first (restart-node, or down/up); a roll needs every node up"
+  done
+  for ((i = 1; i <= NODES; i++)); do
+    pid=$(running_pid "node$i")
+    stop_node "$i" || die "roll stopped: node$i (pid $pid) did not exit; the other nodes were not touched"
+    start_node "$i"
+    if ((i < NODES)); then sleep "$ROLL_SETTLE_S"; fi
+  done
+  log "roll done: $NODES node(s) restarted"
+}
+
+# ---------------------------------------------------------------------------------------------
+[[ $# -ge 1 ]] || usage
+cmd=$1
+shift
+case $cmd in
+  -h | --help | help) usage ;;
+  up | down | status | roll) [[ $# -eq 0 ]] || usage ;;
+  kill-node | restart-node) [[ $# -eq 1 ]] || usage ;;
+  *) printf 'cluster: error: unknown command %s\n' "$cmd" >&2; usage ;;
+esac
+
+[[ $CLUSTER_DIR =~ ^[-A-Za-z0-9._/+=:,@%~]+$ ]] ||
+  die "CLUSTER_DIR '$CLUSTER_DIR' must use only letters, digits and ._/+=:,@%~- (it goes into generated configs)"
+trap 'exit 130' INT
+trap 'exit 143' HUP TERM
+# One changing command at a time per state dir (fd 9, closed in every process started here);
+# status and kill-node do not wait for it.
+if [[ $cmd == up || $cmd == down || $cmd == roll || $cmd == restart-node ]]; then
+  mkdir -p "$CLUSTER_DIR"
+  exec 9>"$CLUSTER_DIR/.lock"
+  if command -v flock >/dev/null; then
+    flock -w 120 9 || die "another cluster.sh (up, down, roll, restart-node) holds $CLUSTER_DIR/.lock"
+  fi
+fi
+
+case $cmd in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  roll) cmd_roll ;;
+  kill-node) node_arg "$1"; cmd_kill_node "$1" ;;
+  restart-node) node_arg "$1"; cmd_restart_node "$1" ;;
+esac
