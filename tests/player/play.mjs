@@ -4,6 +4,8 @@
 //
 //   node play.mjs --dir DIR --player hls|dash [--seconds 6] [--timeout 90] [--verbose]
 //   node play.mjs --manifest-url URL --player hls|dash [...]
+//   [--max-stall S]         fail if media time stops advancing for > S seconds
+//                           (stderr prints 'play.mjs: playing' once playback starts)
 //   [--chromium-arg ARG]... extra Chromium flags (e.g. to trust a test certificate:
 //                           --chromium-arg=--ignore-certificate-errors-spki-list=BASE64)
 //
@@ -71,6 +73,7 @@ try {
       seconds: { type: 'string', default: '6' },
       'manifest-url': { type: 'string' },
       timeout: { type: 'string', default: '90' },
+      'max-stall': { type: 'string' },
       'chromium-arg': { type: 'string', multiple: true, default: [] },
       verbose: { type: 'boolean', short: 'v', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -89,6 +92,7 @@ if (player !== 'hls' && player !== 'dash') usage('--player must be hls or dash')
 if (!opts.dir && !opts['manifest-url']) usage('need --dir or --manifest-url');
 const seconds = Number(opts.seconds);
 const timeoutS = Number(opts.timeout);
+const maxStallS = opts['max-stall'] === undefined ? null : Number(opts['max-stall']);
 if (!(seconds >= 0)) usage('bad --seconds');
 if (!(timeoutS > 0)) usage('bad --timeout');
 const verbose = opts.verbose;
@@ -104,6 +108,22 @@ const httpErrors = [];
 const pageErrors = []; // uncaught exceptions in the page
 const visits = []; // [{index, height, bitrate, ms}] time to confirm each rendition
 const cleanups = []; // run in reverse order at the end
+// Longest time (ms) media time did not advance after playback started, while
+// neither paused nor ended (rebuffering, failed-over requests, switches).
+let maxStallMs = 0;
+let stallT = null;
+let stallSince = 0;
+function trackStall(s) {
+  const now = Date.now();
+  if (!s.playing) return;
+  if (stallT === null || s.currentTime !== stallT || s.paused || s.ended) {
+    if (stallT === null) console.error('play.mjs: playing');
+    stallT = s.currentTime;
+    stallSince = now;
+    return;
+  }
+  maxStallMs = Math.max(maxStallMs, now - stallSince);
+}
 
 async function main() {
   // --- servers -------------------------------------------------------------
@@ -169,7 +189,11 @@ async function main() {
   await page.evaluate(([p, u]) => window.harness.start(p, u), [player, manifestUrl]);
 
   // --- polling helper: every wait is a condition with the global deadline --
-  const snapshot = async () => (lastState = await page.evaluate(() => window.harness.state()));
+  const snapshot = async () => {
+    lastState = await page.evaluate(() => window.harness.state());
+    trackStall(lastState);
+    return lastState;
+  };
   async function waitFor(what, cond) {
     phase = what;
     for (;;) {
@@ -236,8 +260,10 @@ function buildResult(failure) {
     && visited === renditions.length
     && playedEnough(s)
     && !errors.some((e) => e.fatal)
-    && httpErrors.length === 0;
+    && httpErrors.length === 0
+    && (maxStallS === null || maxStallMs <= maxStallS * 1000);
   return {
+    maxStallS: maxStallMs / 1000,
     ok,
     player,
     renditionsVisited: visited,

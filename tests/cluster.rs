@@ -1,0 +1,361 @@
+//! The multi-node deployment as shipped: `scripts/cluster/cluster.sh` starts 3 `abr serve`
+//! nodes, Redis and nginx on loopback. A rolling restart under Range load loses no request;
+//! kill -9 of a node while hls.js plays through nginx neither stalls nor breaks playback; the
+//! observability files match what the nodes export.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::origin::{free_port, get, request, request_with_body, sample_root};
+
+/// A cluster started by cluster.sh, stopped (`down`) on drop.
+struct Cluster {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    nginx: SocketAddr,
+    nodes: Vec<SocketAddr>,
+}
+
+/// `n` consecutive free loopback ports.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base < 60000 && (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("abr-cluster-")
+            .tempdir_in(common::fixture_dir())
+            .unwrap()
+            .keep();
+        let base = free_ports(3);
+        let nginx = free_port();
+        let env: Vec<(String, String)> = [
+            ("ABR_BIN", env!("CARGO_BIN_EXE_abr").to_string()),
+            ("CLUSTER_DIR", dir.to_str().unwrap().to_string()),
+            ("CLUSTER_ROOT", sample_root().to_str().unwrap().to_string()),
+            ("CLUSTER_NODES", "3".into()),
+            ("CLUSTER_PORT", nginx.to_string()),
+            ("CLUSTER_NODE_BASE_PORT", base.to_string()),
+            ("CLUSTER_REDIS_PORT", free_port().to_string()),
+            (
+                "CLUSTER_EXTRA_ARGS",
+                format!(
+                    "--player-assets {}",
+                    common::root().join("origin/player/node_modules").display()
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let c = Cluster {
+            dir,
+            env,
+            nginx: format!("127.0.0.1:{nginx}").parse().unwrap(),
+            nodes: (0..3)
+                .map(|i| format!("127.0.0.1:{}", base + i).parse().unwrap())
+                .collect(),
+        };
+        c.run(&["up"]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(common::root().join("scripts/cluster/cluster.sh"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "cluster.sh {args:?} failed:\n{text}");
+        text
+    }
+
+    fn pid(&self, node: usize) -> i32 {
+        std::fs::read_to_string(self.dir.join(format!("node{node}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(common::root().join("scripts/cluster/cluster.sh"))
+            .arg("down")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output();
+    }
+}
+
+/// The `.ts` segments of the sample's HLS renditions, with their sizes.
+fn segments() -> Vec<(String, u64)> {
+    let root = sample_root();
+    let mut out = Vec::new();
+    for v in std::fs::read_dir(root.join("sample/hls"))
+        .unwrap()
+        .flatten()
+    {
+        if v.path().is_dir() {
+            for f in std::fs::read_dir(v.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|x| x == "ts") {
+                    let rel = f
+                        .path()
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    out.push((format!("/{rel}"), f.metadata().unwrap().len()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Range GETs through nginx until `stop`: (good, failures).
+fn range_load(
+    addr: SocketAddr,
+    segs: &[(String, u64)],
+    stop: &AtomicBool,
+    seed: u64,
+) -> (u64, Vec<String>) {
+    let (mut good, mut bad) = (0u64, Vec::new());
+    let mut x = seed | 1;
+    while !stop.load(Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (path, len) = &segs[(x % segs.len() as u64) as usize];
+        let start = (x >> 20) % (len / 2);
+        let n = 1 + (x >> 40) % 65536.min(len - start);
+        let range = format!("bytes={start}-{}", start + n - 1);
+        match get(addr, path, &[("Range", &range)]) {
+            Ok(r) if r.status == 206 && r.body.len() as u64 == n => good += 1,
+            Ok(r) => bad.push(format!(
+                "{path} {range}: {} ({} bytes)",
+                r.status,
+                r.body.len()
+            )),
+            Err(e) => bad.push(format!("{path} {range}: {e}")),
+        }
+    }
+    (good, bad)
+}
+
+#[test]
+fn rolling_restart_under_range_load_fails_no_request() {
+    let c = Cluster::up();
+    let segs = segments();
+    assert!(!segs.is_empty());
+    let pids: Vec<i32> = (1..=3).map(|i| c.pid(i)).collect();
+    let stop = AtomicBool::new(false);
+    let (good, bad) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4u64)
+            .map(|i| {
+                let (segs, stop) = (&segs, &stop);
+                s.spawn(move || range_load(c.nginx, segs, stop, 0x9e37_79b9 * (i + 1)))
+            })
+            .collect();
+        c.run(&["roll"]);
+        stop.store(true, Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(g, mut b), (g2, b2)| {
+                b.extend(b2);
+                (g + g2, b)
+            },
+        )
+    });
+    // Every node was really replaced.
+    for (i, old) in pids.iter().enumerate() {
+        assert_ne!(c.pid(i + 1), *old, "node{} was not restarted", i + 1);
+    }
+    eprintln!("rolling restart: {good} ranged GETs, {} failed", bad.len());
+    assert!(good > 300, "load ran: {good}");
+    assert!(
+        bad.is_empty(),
+        "{} failed requests, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+
+    // The state API through nginx: a position written lands on whichever node, read back.
+    let r = request(c.nginx, "POST", "/api/v1/session", &[]).unwrap();
+    assert_eq!(r.status, 201);
+    let token: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let auth = format!("Bearer {}", token["token"].as_str().unwrap());
+    let r = request_with_body(
+        c.nginx,
+        "POST",
+        "/api/v1/playback",
+        &[("Authorization", &auth)],
+        br#"{"package":"sample","position_s":9.5,"rendition":"360p"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for n in &c.nodes {
+        let r = get(*n, "/api/v1/playback/sample", &[("Authorization", &auth)]).unwrap();
+        assert_eq!(r.status, 200, "node {n}");
+    }
+
+    // Observability files: every metric the Grafana dashboard queries is exported by a node.
+    // (All nodes: the playback write above landed on one of them.)
+    let metrics: String = c
+        .nodes
+        .iter()
+        .map(|n| String::from_utf8(get(*n, "/metrics", &[]).unwrap().body).unwrap())
+        .collect();
+    let dash = std::fs::read_to_string(
+        common::root().join("scripts/observability/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dash).expect("dashboard is JSON");
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = dash.as_str();
+    while let Some(i) = rest.find("abr_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name.clone(), |n, s| {
+                n.strip_suffix(s).map_or(n.clone(), str::to_string)
+            });
+        if !names.contains(&base) {
+            names.push(base);
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+    for n in &names {
+        assert!(
+            metrics.contains(&format!("# TYPE {n} ")),
+            "dashboard uses {n}, not exported:\n{metrics}"
+        );
+    }
+    // The Filebeat mapping reads these keys from every access line.
+    let log = std::fs::read_to_string(c.dir.join("node1.log")).unwrap();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "access")
+        .expect("a JSON access line");
+    for k in [
+        "timestamp",
+        "level",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "range",
+        "client",
+        "request_id",
+        "kind",
+    ] {
+        assert!(line.get(k).is_some(), "access line lacks {k}: {line}");
+    }
+    let fb =
+        std::fs::read_to_string(common::root().join("scripts/observability/filebeat.yml")).unwrap();
+    for k in ["duration_ms", "request_id", "status", "client"] {
+        assert!(fb.contains(k), "filebeat.yml does not map {k}");
+    }
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        let out = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(common::root().join("scripts/observability/prometheus.yml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn node_killed_while_hls_js_plays_through_nginx() {
+    let c = Cluster::up();
+    let url = format!("http://{}/sample/hls/master.m3u8", c.nginx);
+    let mut play = Command::new("node")
+        .arg(common::root().join("tests/player/play.mjs"))
+        .args([
+            "--manifest-url",
+            &url,
+            "--player",
+            "hls",
+            "--seconds",
+            "10",
+            "--max-stall",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(play.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let l = err.next().expect("play.mjs ended before playing").unwrap();
+        if l.contains("play.mjs: playing") {
+            break;
+        }
+        seen.push(l);
+        assert!(Instant::now() < deadline, "{seen:?}");
+    }
+    // kill -9 one node mid-playback.
+    unsafe {
+        libc::kill(c.pid(2), libc::SIGKILL);
+    }
+    let rest: Vec<String> = err.map_while(Result::ok).collect();
+    let out = play.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success() && v["ok"] == true,
+        "playback failed after node loss: {v}\n{rest:?}"
+    );
+    assert!(v["maxStallS"].as_f64().unwrap() <= 2.0, "{v}");
+    assert_eq!(
+        v["errors"]
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["fatal"] == true).count()),
+        Some(0),
+        "{v}"
+    );
+    let status = Command::new("bash")
+        .arg(common::root().join("scripts/cluster/cluster.sh"))
+        .arg("status")
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!status.status.success(), "status reports the dead node");
+    eprintln!(
+        "node loss: played {} s, max stall {} s",
+        v["played"], v["maxStallS"]
+    );
+}
