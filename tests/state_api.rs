@@ -139,7 +139,7 @@ fn api_suite(a: &Server, b: &Server) {
         );
         assert!(json(&r)["error"].is_string());
     }
-    assert_eq!(load(b, &t1).status, 404, "nothing saved yet");
+    assert_eq!(load(b, &t1).status, 204, "nothing saved yet");
     let before = viewers(a);
 
     // Written through A, read through B.

@@ -243,7 +243,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// `GET /api/v1/playback/<package>`: the viewer's last position (404 when none).
+/// `GET /api/v1/playback/<package>`: the viewer's last position (204 when none saved).
 async fn load(req: HttpRequest, state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     let viewer = match viewer(&req, &state) {
         Ok(v) => v,
@@ -255,7 +255,9 @@ async fn load(req: HttpRequest, state: web::Data<State>, path: web::Path<String>
     }
     match state.store.load(&viewer, &package).await {
         Ok(Some(p)) => reply(StatusCode::OK, json!(p)),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no saved position"),
+        Ok(None) => HttpResponse::NoContent()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish(),
         Err(e) => store_error(&state, e),
     }
 }
