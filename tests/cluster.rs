@@ -72,13 +72,17 @@ impl Cluster {
         c
     }
 
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("bash")
-            .arg(common::root().join("scripts/cluster/cluster.sh"))
+    /// `cluster.sh ARGS` with this cluster's settings.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(common::root().join("scripts/cluster/cluster.sh"))
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -99,11 +103,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(common::root().join("scripts/cluster/cluster.sh"))
-            .arg("down")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output();
+        let _ = self.command(&["down"]).output();
     }
 }
 
@@ -347,12 +347,7 @@ fn node_killed_while_hls_js_plays_through_nginx() {
         Some(0),
         "{v}"
     );
-    let status = Command::new("bash")
-        .arg(common::root().join("scripts/cluster/cluster.sh"))
-        .arg("status")
-        .envs(c.env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
+    let status = c.command(&["status"]).output().unwrap();
     assert!(!status.status.success(), "status reports the dead node");
     eprintln!(
         "node loss: played {} s, max stall {} s",

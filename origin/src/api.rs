@@ -288,10 +288,8 @@ async fn viewers(state: web::Data<State>, path: web::Path<String>) -> HttpRespon
 /// Operator endpoint: only on the admin listener when one is configured. Ends when the node
 /// starts draining, so it never holds a shutdown.
 async fn events(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if let Some(admin) = state.config.admin_listen {
-        if req.app_config().local_addr().port() != admin.port() {
-            return error(StatusCode::NOT_FOUND, "not found");
-        }
+    if !crate::routes::admin_allowed(&req, &state) {
+        return error(StatusCode::NOT_FOUND, "not found");
     }
     let rx = state.events.subscribe();
     let st = state.clone().into_inner();

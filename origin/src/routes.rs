@@ -70,7 +70,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 /// Operator endpoints answer only on the admin listener when one is configured.
-fn admin_allowed(req: &HttpRequest, state: &State) -> bool {
+pub(crate) fn admin_allowed(req: &HttpRequest, state: &State) -> bool {
     match state.config.admin_listen {
         None => true,
         Some(admin) => req.app_config().local_addr().port() == admin.port(),

@@ -96,12 +96,10 @@ impl EmbeddedStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, tat| *tat > now);
-        let mut all = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
-        let window = self.settings.viewer_window;
-        all.retain(|_, m| {
-            m.retain(|_, seen| seen.elapsed() < window);
-            !m.is_empty()
-        });
+        self.viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, m| self.live(m) > 0);
         self.positions.run_pending_tasks();
     }
 }
