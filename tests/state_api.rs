@@ -113,7 +113,15 @@ fn api_suite(a: &Server, b: &Server) {
     // Refusals: no session, forged session, bad JSON, bad values, unknown package.
     let r = request_with_body(a.addr, "POST", "/api/v1/playback", &[], b"{}").unwrap();
     assert_eq!(r.status, 401);
-    let forged = format!("{}0", &t1[..t1.len() - 1]);
+    // Change the signature's first character (never to itself, which once let a forgery be the token).
+    let sig_at = t1.rfind('.').expect("token has a signature") + 1;
+    let swapped = if t1[sig_at..].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!("{}{swapped}{}", &t1[..sig_at], &t1[sig_at + 1..]);
+    assert_ne!(forged, t1);
     assert_eq!(
         save(a, &forged, r#"{"package":"sample","position_s":1}"#).status,
         401
