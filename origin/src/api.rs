@@ -103,7 +103,7 @@ fn viewer(req: &HttpRequest, state: &State) -> Result<String, Box<HttpResponse>>
 /// Whether `name` is an existing package under ROOT.
 fn package_exists(state: &State, name: &str) -> bool {
     crate::files::segments(&format!("/{name}")).is_ok_and(|s| s.len() == 1)
-        && state.root.join(name).is_dir()
+        && state.root.path().join(name).is_dir()
 }
 
 /// `POST /api/v1/session`: a new viewer id, as a cookie and in the body.

@@ -2,7 +2,9 @@
 //! and opening it with its validators.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -144,7 +146,7 @@ pub fn segments(raw_path: &str) -> Result<Vec<String>, Refusal> {
 /// A package file resolved inside ROOT.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// Canonical path (inside the canonical root).
+    /// Path under ROOT as requested (symlinks inside ROOT not expanded); a cache key.
     pub path: PathBuf,
     /// File kind.
     pub kind: Kind,
@@ -152,26 +154,118 @@ pub struct Resolved {
     pub package: String,
 }
 
-/// Resolves validated segments to a file inside `root` (canonical). Symlinks are followed only
-/// when the target stays inside ROOT.
-pub fn resolve(root: &Path, segs: &[String]) -> Result<Resolved, Refusal> {
+/// ROOT: its canonical path and a directory handle that path resolution is confined to.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: OwnedFd,
+}
+
+impl Root {
+    /// Opens `path` (canonicalised) as ROOT.
+    pub fn open(path: &Path) -> std::io::Result<Root> {
+        let path = path.canonicalize()?;
+        let dir = File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&path)?;
+        Ok(Root {
+            path,
+            dir: dir.into(),
+        })
+    }
+
+    /// The canonical path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Flags for opening a package file: never block on a FIFO, never become a controlling tty.
+const OPEN_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+
+/// `openat2(2)` of `rel` under `dir` with `resolve` flags; `None` when the kernel lacks it
+/// (before Linux 5.6, or filtered by seccomp).
+fn openat2(dir: &OwnedFd, rel: &Path, resolve: u64) -> Option<std::io::Result<File>> {
+    let c = std::ffi::CString::new(rel.as_os_str().as_bytes()).ok()?;
+    // SAFETY: open_how is a plain C struct; zeroed is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = OPEN_FLAGS as u64;
+    how.resolve = resolve;
+    // SAFETY: valid fd, NUL-terminated path and a correctly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => None,
+            _ => Some(Err(e)),
+        };
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Some(Ok(unsafe { File::from_raw_fd(fd as RawFd) }))
+}
+
+/// Resolves validated segments to a regular file inside ROOT and opens it, with its
+/// validators. Symlinks are followed only while they stay inside ROOT.
+///
+/// One `openat2(RESOLVE_BENEATH)` does it on Linux ≥ 5.6: the kernel refuses any step out of
+/// ROOT, so no `realpath` (a `readlink` per component) is needed per request. An absolute
+/// symlink makes it fail with `EXDEV`; then (and on kernels without `openat2`) the path is
+/// canonicalised, checked to be inside ROOT, and that symlink-free path is opened.
+pub fn open_in(root: &Root, segs: &[String]) -> Result<(Resolved, Entity), Refusal> {
     if segs.len() < 2 {
         return Err(Refusal::NotFound);
     }
     let kind = Kind::from_name(segs.last().ok_or(Refusal::NotFound)?).ok_or(Refusal::NotFound)?;
-    let mut p = root.to_path_buf();
-    for s in segs {
-        p.push(s);
-    }
-    let canon = p.canonicalize().map_err(|_| Refusal::NotFound)?;
-    if !canon.starts_with(root) || !canon.is_file() {
-        return Err(Refusal::NotFound);
-    }
-    Ok(Resolved {
-        path: canon,
+    let rel: PathBuf = segs.iter().collect();
+    let fast = openat2(
+        &root.dir,
+        &rel,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    );
+    let file = match fast {
+        Some(Ok(f)) => f,
+        Some(Err(e)) if e.raw_os_error() != Some(libc::EXDEV) => return Err(Refusal::NotFound),
+        _ => {
+            let canon = root
+                .path
+                .join(&rel)
+                .canonicalize()
+                .map_err(|_| Refusal::NotFound)?;
+            let inside = canon
+                .strip_prefix(&root.path)
+                .map_err(|_| Refusal::NotFound)?;
+            // The canonical path has no symlinks left: refuse any that appear meanwhile.
+            match openat2(
+                &root.dir,
+                inside,
+                libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+            ) {
+                Some(r) => r,
+                None => File::options()
+                    .read(true)
+                    .custom_flags(OPEN_FLAGS)
+                    .open(&canon),
+            }
+            .map_err(|_| Refusal::NotFound)?
+        }
+    };
+    let entity = entity(file).map_err(|_| Refusal::NotFound)?;
+    let resolved = Resolved {
+        path: root.path.join(&rel),
         kind,
         package: segs[0].clone(),
-    })
+    };
+    Ok((resolved, entity))
 }
 
 /// An open file with its validators.
@@ -189,7 +283,11 @@ pub struct Entity {
 
 /// Opens `path` and computes its validators.
 pub fn open(path: &Path) -> std::io::Result<Entity> {
-    let file = File::open(path)?;
+    entity(File::open(path)?)
+}
+
+/// Validators of an open regular file; anything else (directory, FIFO, device) is an error.
+fn entity(file: File) -> std::io::Result<Entity> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a file"));
@@ -281,22 +379,43 @@ mod tests {
     #[test]
     fn symlinks_out_of_root_are_not_followed() {
         let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("root");
-        std::fs::create_dir_all(root.join("pkg/hls")).unwrap();
+        let dir = t.path().join("root");
+        std::fs::create_dir_all(dir.join("pkg/hls")).unwrap();
         std::fs::write(t.path().join("secret.ts"), b"secret").unwrap();
-        std::os::unix::fs::symlink(t.path().join("secret.ts"), root.join("pkg/hls/evil.ts"))
-            .unwrap();
-        std::fs::write(root.join("pkg/hls/ok.ts"), b"ok").unwrap();
-        let root = root.canonicalize().unwrap();
-        let segs = |p: &str| segments(p).unwrap();
-        assert_eq!(
-            resolve(&root, &segs("/pkg/hls/evil.ts")).err(),
-            Some(Refusal::NotFound)
-        );
-        assert!(resolve(&root, &segs("/pkg/hls/ok.ts")).is_ok());
-        assert_eq!(
-            resolve(&root, &segs("/pkg/hls")).err(),
-            Some(Refusal::NotFound)
-        );
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, dir.join("pkg/hls").join(name)).unwrap()
+        };
+        // Out of ROOT: absolute, relative, through a directory link.
+        link(&t.path().join("secret.ts"), "evil.ts");
+        link(Path::new("../../../secret.ts"), "evil_rel.ts");
+        std::os::unix::fs::symlink(t.path(), dir.join("pkg/out")).unwrap();
+        std::fs::write(dir.join("pkg/hls/ok.ts"), b"ok").unwrap();
+        // Inside ROOT: relative and absolute links are served.
+        link(Path::new("ok.ts"), "rel.ts");
+        link(&dir.canonicalize().unwrap().join("pkg/hls/ok.ts"), "abs.ts");
+        std::fs::create_dir_all(dir.join("pkg/hls/dir.ts")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("pkg/hls/fifo.ts").as_os_str().as_bytes());
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.unwrap().as_ptr(), 0o644) }, 0);
+        let root = Root::open(&dir).unwrap();
+        let open = |p: &str| open_in(&root, &segments(p).unwrap());
+        for p in [
+            "/pkg/hls/evil.ts",
+            "/pkg/hls/evil_rel.ts",
+            "/pkg/out/secret.ts",
+            "/pkg/hls",
+            "/pkg/hls/dir.ts",
+            "/pkg/hls/fifo.ts",
+            "/pkg/hls/missing.ts",
+        ] {
+            assert_eq!(open(p).err(), Some(Refusal::NotFound), "{p}");
+        }
+        for p in ["/pkg/hls/ok.ts", "/pkg/hls/rel.ts", "/pkg/hls/abs.ts"] {
+            let (r, e) = open(p).unwrap_or_else(|e| panic!("{p}: {e:?}"));
+            assert_eq!(
+                (r.kind, e.len, r.package.as_str()),
+                (Kind::TsSegment, 2, "pkg")
+            );
+        }
     }
 }

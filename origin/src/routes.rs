@@ -125,7 +125,7 @@ const PLAYER_PAGE: &str = include_str!("player.html");
 
 async fn play_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let name = req.match_info().get("name").unwrap_or("");
-    let ok = files::segments(&format!("/{name}")).is_ok() && state.root.join(name).is_dir();
+    let ok = files::segments(&format!("/{name}")).is_ok() && state.root.path().join(name).is_dir();
     if !ok {
         return text(StatusCode::NOT_FOUND, "no such package\n");
     }
@@ -242,13 +242,14 @@ async fn package_file(req: HttpRequest, state: web::Data<State>) -> HttpResponse
             }
         }
     }
-    let resolved = match files::resolve(&state.root, &segs) {
+    // open + fstat on the worker: cheaper than a thread-pool hop for local files.
+    let (resolved, entity) = match files::open_in(&state.root, &segs) {
         Ok(r) => r,
         Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     req.extensions_mut()
         .insert(KindLabel(resolved.kind.label()));
-    serve(&req, &state, resolved).await
+    serve(&req, &state, resolved, entity).await
 }
 
 /// The per-client token bucket: shared by the cluster on the Redis backend (one bucket per
@@ -283,7 +284,12 @@ fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
     }
 }
 
-async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResponse {
+async fn serve(
+    req: &HttpRequest,
+    state: &State,
+    r: files::Resolved,
+    entity: files::Entity,
+) -> HttpResponse {
     let is_head = req.method() == Method::HEAD;
     let file_body = |source: Source, pieces: Vec<Piece>, counter| {
         let b = FileBody::new(source, pieces, counter);
@@ -292,11 +298,6 @@ async fn serve(req: &HttpRequest, state: &State, r: files::Resolved) -> HttpResp
         } else {
             b
         }
-    };
-    // open + fstat on the worker: cheaper than a thread-pool hop for local files.
-    let entity = match files::open(&r.path) {
-        Ok(e) => e,
-        Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());
     let mut source = Source::File(Arc::new(entity.file));

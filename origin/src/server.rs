@@ -106,7 +106,7 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         listen = %config.listen,
         admin = ?config.admin_listen,
         tls = tls.is_some(),
-        root = %state.root.display(),
+        root = %state.root.path().display(),
         workers,
         node = %state.node,
         state = if state.store.is_shared() { "redis" } else { "in-process" },

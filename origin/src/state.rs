@@ -21,8 +21,8 @@ pub type ByteCache = moka::sync::Cache<(PathBuf, String, Option<Coding>), Bytes>
 pub struct State {
     /// Configuration.
     pub config: Config,
-    /// Canonical ROOT.
-    pub root: PathBuf,
+    /// ROOT (canonical path and the directory handle requests are resolved under).
+    pub root: crate::files::Root,
     /// False once shutdown began (/readyz answers 503).
     pub ready: AtomicBool,
     /// Metrics.
@@ -52,9 +52,7 @@ fn weigher(_: &(PathBuf, String, Option<Coding>), v: &Bytes) -> u32 {
 impl State {
     /// Builds the state from a validated config.
     pub fn new(config: Config) -> Result<Self, OriginError> {
-        let root = config
-            .root
-            .canonicalize()
+        let root = crate::files::Root::open(&config.root)
             .map_err(|e| OriginError::Config(format!("root {}: {e}", config.root.display())))?;
         let cache = (config.cache_bytes > 0).then(|| {
             moka::sync::Cache::builder()
