@@ -35,7 +35,7 @@
 # comparison, every run, machine, exact commands) printed and written to
 # target/bench-origin/results.md; raw wrk outputs in target/bench-origin/runs/.
 #
-# Environment: WARMUP_S=2 NGINX_PORT/ABR_PORT (default: first free from 38080/38180) WORKERS=$(nproc)
+# Environment: WARMUP_S=2 NGINX_PORT/ABR_PORT (default: first free from 18080/18180, below the ephemeral range) WORKERS=$(nproc)
 #              FIXTURE_S=6 GZIP_MIX=0 ACCESS_LOG=0 CHECK_MEASURED=0 (1: response hook in measured
 #              runs too) NGINX_REUSEPORT=0 (1: `listen … reuseport`) ABR_EXTRA_ARGS='' (more
 #              `abr serve` flags, e.g. "--cache-bytes 268435456"); non-default values are reported.
@@ -219,7 +219,7 @@ cat "$ROOTDIR"/bench/hls/720p/*.ts "$ROOTDIR"/sample/hls/*.m3u8 "$ROOTDIR"/sampl
 # 4. Servers.
 # Free loopback ports (others may run servers on this machine; abr's listener uses SO_REUSEPORT,
 # so it could even share a port with another abr: never start on a port in use).
-port_free() { [[ -z $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
+port_free() { [[ -z $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]; } # any state: a client socket can hold it too
 pick_port() { # FIRST_CANDIDATE AVOID
   local p
   for ((p = $1; p < $1 + 200; p++)); do
@@ -227,8 +227,8 @@ pick_port() { # FIRST_CANDIDATE AVOID
   done
   die "no free port from $1"
 }
-[[ -n $NGINX_PORT ]] || NGINX_PORT=$(pick_port 38080 '')
-[[ -n $ABR_PORT ]] || ABR_PORT=$(pick_port 38180 "$NGINX_PORT")
+[[ -n $NGINX_PORT ]] || NGINX_PORT=$(pick_port 18080 '')
+[[ -n $ABR_PORT ]] || ABR_PORT=$(pick_port 18180 "$NGINX_PORT")
 port_free "$NGINX_PORT" || die "port $NGINX_PORT is in use (set NGINX_PORT)"
 port_free "$ABR_PORT" || die "port $ABR_PORT is in use (set ABR_PORT)"
 # After start-up: only our processes listen there.

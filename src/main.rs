@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Hot-file cache budget in bytes (0 = off).
     #[arg(long, env = "ABR_CACHE_BYTES")]
     cache_bytes: Option<u64>,
+    /// Send file bodies with sendfile(2) on plain HTTP/1.1 (true/false; default true).
+    #[arg(long, env = "ABR_SENDFILE")]
+    sendfile: Option<bool>,
     /// Require signed URLs made with this key (`hex:…` or text).
     #[arg(long, env = "ABR_SIGNING_KEY", hide_env_values = true)]
     signing_key: Option<String>,
@@ -263,6 +266,7 @@ fn serve(a: ServeArgs, log: &str) -> Result<()> {
         rate_limit_rps = a.rate_limit;
         rate_limit_burst = a.rate_burst;
         cache_bytes = a.cache_bytes;
+        sendfile = a.sendfile;
         player_assets = a.player_assets;
         log_format = a.log_format;
     }

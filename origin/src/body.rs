@@ -36,6 +36,17 @@ pub enum Piece {
     },
 }
 
+/// Body length of `pieces`.
+pub fn total_len(pieces: &[Piece]) -> u64 {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::Range { len, .. } => *len,
+        })
+        .sum()
+}
+
 /// Counts bytes actually handed to the connection.
 pub trait SentCounter: Send + Sync {
     /// Adds `n` sent bytes.
@@ -53,13 +64,7 @@ pub struct FileBody {
 impl FileBody {
     /// A body of `pieces` read from `source`.
     pub fn new(source: Source, pieces: Vec<Piece>, counter: Option<Arc<dyn SentCounter>>) -> Self {
-        let total = pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Bytes(b) => b.len() as u64,
-                Piece::Range { len, .. } => *len,
-            })
-            .sum();
+        let total = total_len(&pieces);
         FileBody {
             source,
             pieces: pieces.into(),

@@ -47,6 +47,9 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Largest file kept in the hot cache.
     pub cache_max_file_bytes: u64,
+    /// Send file bodies with `sendfile(2)` on plain HTTP/1.1 connections (zero-copy, as nginx's
+    /// `sendfile on`); TLS and HTTP/2 always copy.
+    pub sendfile: bool,
     /// HMAC key for signed URLs (hex or plain text); when set, package files need a token.
     pub signing_key: Option<String>,
     /// TLS certificate chain (PEM).
@@ -96,6 +99,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             cache_bytes: 0,
             cache_max_file_bytes: 8 << 20,
+            sendfile: true,
             signing_key: None,
             tls_cert: None,
             tls_key: None,

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod monitor;
 pub mod range;
 pub mod routes;
+pub mod sendfile;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -3,6 +3,7 @@
 //! and the middleware that assigns request ids, resolves client addresses, adds CORS headers,
 //! counts metrics and writes the JSON access log.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,11 +16,12 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 
-use crate::body::{FileBody, Piece, Source};
+use crate::body::{self, FileBody, Piece, Source};
 use crate::compress::{self, Coding};
 use crate::conditional::{self, Conditions, Decision, Validators};
 use crate::files::{self, Refusal};
 use crate::range::{self, RangeOutcome};
+use crate::sendfile::{SplicedBody, Splices};
 use crate::state::State;
 use crate::telemetry::RequestInfo;
 
@@ -51,8 +53,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::route().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/debug/pprof/profile", web::get().to(profile))
-        .route("/play/{name}", web::get().to(play_page))
-        .route("/_player/{file}", web::get().to(player_asset))
+        // Scopes: a package path is told apart by a static prefix, not a pattern match.
+        .service(web::scope("/play").route("/{name}", web::get().to(play_page)))
+        .service(web::scope("/_player").route("/{file}", web::get().to(player_asset)))
         .configure(crate::api::configure)
         .default_service(web::to(package_file));
 }
@@ -73,7 +76,13 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 pub(crate) fn admin_allowed(req: &HttpRequest, state: &State) -> bool {
     match state.config.admin_listen {
         None => true,
-        Some(admin) => req.app_config().local_addr().port() == admin.port(),
+        Some(admin) => {
+            let local = match req.conn_data::<crate::server::LocalAddr>() {
+                Some(a) => a.0,
+                None => req.app_config().local_addr(),
+            };
+            local.port() == admin.port()
+        }
     }
 }
 
@@ -291,12 +300,22 @@ async fn serve(
     entity: files::Entity,
 ) -> HttpResponse {
     let is_head = req.method() == Method::HEAD;
-    let file_body = |source: Source, pieces: Vec<Piece>, counter| {
-        let b = FileBody::new(source, pieces, counter);
-        if is_head {
-            b.head_only()
-        } else {
-            b
+    // GET of a file on a plain HTTP/1.1 connection: sendfile (the connection sends the ranges;
+    // Content-Length is set here since actix sees only markers). Otherwise the copying body.
+    let splices = (state.config.sendfile && !is_head)
+        .then(|| req.conn_data::<Rc<Splices>>().cloned())
+        .flatten();
+    let respond = |b: &mut HttpResponseBuilder, source: Source, pieces: Vec<Piece>, counter| match (
+        source, &splices,
+    ) {
+        (Source::File(f), Some(sp)) if body::total_len(&pieces) >= SENDFILE_MIN => {
+            let total = body::total_len(&pieces);
+            b.no_chunking(total)
+                .body(SplicedBody::new(f, pieces, sp.clone(), counter))
+        }
+        (source, _) => {
+            let body = FileBody::new(source, pieces, counter);
+            b.body(if is_head { body.head_only() } else { body })
         }
     };
     let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());
@@ -389,14 +408,14 @@ async fn serve(
         let mut b = HttpResponse::Ok();
         common(&mut b);
         let n = z.len() as u64;
-        return b
-            .content_type(r.kind.mime())
-            .insert_header((header::CONTENT_ENCODING, c.token()))
-            .body(file_body(
-                Source::Memory(z),
-                vec![Piece::Range { offset: 0, len: n }],
-                counter,
-            ));
+        b.content_type(r.kind.mime())
+            .insert_header((header::CONTENT_ENCODING, c.token()));
+        return respond(
+            &mut b,
+            Source::Memory(z),
+            vec![Piece::Range { offset: 0, len: n }],
+            counter,
+        );
     }
     let outcome = match header_str(h, header::IF_RANGE) {
         Some(ir) if !conditional::if_range_matches(ir, &validators) => RangeOutcome::Full,
@@ -406,26 +425,25 @@ async fn serve(
         RangeOutcome::Full => {
             let mut b = HttpResponse::Ok();
             common(&mut b);
-            b.content_type(r.kind.mime()).body(file_body(
+            b.content_type(r.kind.mime());
+            respond(
+                &mut b,
                 source,
                 vec![Piece::Range { offset: 0, len }],
                 counter,
-            ))
+            )
         }
         RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
             let br = &ranges[0];
             let mut b = HttpResponse::PartialContent();
             common(&mut b);
             b.content_type(r.kind.mime())
-                .insert_header((header::CONTENT_RANGE, range::content_range(br, len)))
-                .body(file_body(
-                    source,
-                    vec![Piece::Range {
-                        offset: br.start,
-                        len: br.len(),
-                    }],
-                    counter,
-                ))
+                .insert_header((header::CONTENT_RANGE, range::content_range(br, len)));
+            let piece = Piece::Range {
+                offset: br.start,
+                len: br.len(),
+            };
+            respond(&mut b, source, vec![piece], counter)
         }
         RangeOutcome::Partial(ranges) => {
             let boundary = range::multipart_boundary(rand::random());
@@ -445,8 +463,8 @@ async fn serve(
             pieces.push(Piece::Bytes(Bytes::from(range::multipart_end(&boundary))));
             let mut b = HttpResponse::PartialContent();
             common(&mut b);
-            b.content_type(format!("multipart/byteranges; boundary={boundary}"))
-                .body(file_body(source, pieces, counter))
+            b.content_type(format!("multipart/byteranges; boundary={boundary}"));
+            respond(&mut b, source, pieces, counter)
         }
         RangeOutcome::Unsatisfiable => {
             let mut b = HttpResponse::RangeNotSatisfiable();
@@ -456,6 +474,10 @@ async fn serve(
         }
     }
 }
+
+/// Smaller bodies are read and written in one send with the head: cheaper than a corked head
+/// plus a `sendfile` for a manifest of a few kilobytes.
+const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// Valid client-supplied request ids are echoed; others are replaced.
 fn request_id(h: &HeaderMap) -> String {

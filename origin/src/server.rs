@@ -4,11 +4,20 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use actix_http::error::DispatchError;
+use actix_http::{Extensions, HttpService, Request};
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt,
+};
 use actix_web::body::MessageBody;
+use actix_web::dev::AppConfig;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::{middleware, web, App, HttpServer};
+use tokio::net::TcpStream;
+
+use crate::sendfile::SendfileStream;
 
 use crate::config::Config;
 use crate::error::OriginError;
@@ -45,62 +54,138 @@ async fn close_when_draining(
     Ok(res)
 }
 
+/// How long a client gets to close its side after the response (actix's client disconnect
+/// timeout).
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Adds a plain HTTP/1.1 listener serving `app` on connections wrapped in a
+/// [`SendfileStream`], with the settings `HttpServer` would apply.
+fn plain_listener<F, I, S, B>(
+    builder: actix_server::ServerBuilder,
+    listener: std::net::TcpListener,
+    config: &Config,
+    app: F,
+    shutdown: actix_server::GracefulShutdownSignal,
+) -> std::io::Result<actix_server::ServerBuilder>
+where
+    F: Fn() -> I + Clone + Send + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let addr = listener.local_addr()?;
+    let (keep_alive, request_timeout) = (config.keep_alive(), config.header_timeout());
+    builder.listen(format!("abr-{addr}"), listener, move || {
+        let signal = shutdown.clone();
+        let http = HttpService::<SendfileStream, _, _>::build()
+            // As HttpServer does: idle keep-alive connections close at once on a graceful stop.
+            .graceful_shutdown_signal(move || {
+                let signal = signal.clone();
+                async move { signal.notified().await }
+            })
+            .keep_alive(keep_alive)
+            .client_request_timeout(request_timeout)
+            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+            .local_addr(addr)
+            .on_connect_ext(move |io: &SendfileStream, ext: &mut Extensions| {
+                ext.insert(io.splices());
+                ext.insert(LocalAddr(addr));
+            })
+            .h1(map_config(
+                app().into_factory().map_err(|e| e.into().error_response()),
+                |_| AppConfig::default(),
+            ));
+        fn_service(|io: TcpStream| async move {
+            let peer = io.peer_addr().ok();
+            Ok::<_, DispatchError>((SendfileStream::new(io), peer))
+        })
+        .and_then(http)
+    })
+}
+
 /// Runs the origin until SIGTERM/SIGINT, then drains and returns.
 pub fn run(config: Config) -> Result<(), OriginError> {
     config.validate()?;
     actix_web::rt::System::new().block_on(serve(config))
 }
 
+/// Marks which listening address a plain-HTTP connection came in on (connection data): the
+/// hand-built listeners have a default `AppConfig`, so `app_config().local_addr()` is not it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
 async fn serve(config: Config) -> Result<(), OriginError> {
     let state = web::Data::new(State::new(config.clone())?);
     let workers = config.worker_count();
     let per_worker = config.max_connections.div_ceil(workers).max(1);
     let app_state = state.clone();
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(crate::routes::middleware))
             .wrap(middleware::from_fn(close_when_draining))
             .configure(crate::routes::configure)
-    })
-    .workers(workers)
-    .max_connections(per_worker)
-    .max_connection_rate(256)
-    .client_request_timeout(config.header_timeout())
-    .client_disconnect_timeout(Duration::from_secs(2))
-    .keep_alive(config.keep_alive())
-    .shutdown_timeout(config.drain_timeout().as_secs().max(1))
-    .disable_signals();
+    };
     let io = |context: String| move |source| OriginError::Io { context, source };
     let listener = crate::listen::bind(config.listen)?;
     // Handles on the listening sockets, to stop listening at the end of the grace period.
     let mut listening = vec![listener
         .try_clone()
         .map_err(io(format!("listen on {}", config.listen)))?];
+    let admin_listener = match config.admin_listen {
+        Some(admin) => {
+            let l = crate::listen::bind(admin)?;
+            listening.push(
+                l.try_clone()
+                    .map_err(io(format!("admin listen on {admin}")))?,
+            );
+            Some(l)
+        }
+        None => None,
+    };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls::Reloadable::new(c, k)?),
         _ => None,
     };
-    server = match &tls {
-        Some(t) => server
-            .listen_rustls_0_23(listener, t.server_config())
-            .map_err(io(format!("listen (TLS) on {}", config.listen)))?,
-        None => server
-            .listen(listener)
-            .map_err(io(format!("listen on {}", config.listen)))?,
+    let running = match &tls {
+        // TLS (HTTP/1.1 and HTTP/2 by ALPN): actix-web's own server.
+        Some(t) => {
+            let mut server = HttpServer::new(app)
+                .workers(workers)
+                .max_connections(per_worker)
+                .max_connection_rate(256)
+                .client_request_timeout(config.header_timeout())
+                .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+                .keep_alive(config.keep_alive())
+                .shutdown_timeout(config.drain_timeout().as_secs().max(1))
+                .disable_signals()
+                .listen_rustls_0_23(listener, t.server_config())
+                .map_err(io(format!("listen (TLS) on {}", config.listen)))?;
+            if let Some(l) = admin_listener {
+                server = server.listen(l).map_err(io("admin listen".to_string()))?;
+            }
+            server.run()
+        }
+        // Plain HTTP/1.1: the same service on connections wrapped for sendfile.
+        None => {
+            let mut builder = actix_server::Server::build()
+                .workers(workers)
+                .max_concurrent_connections(per_worker)
+                .shutdown_timeout(config.drain_timeout().as_secs().max(1))
+                .disable_signals();
+            let shutdown = builder.graceful_shutdown_signal();
+            for l in std::iter::once(listener).chain(admin_listener) {
+                builder = plain_listener(builder, l, &config, app.clone(), shutdown.clone())
+                    .map_err(io("listen".to_string()))?;
+            }
+            builder.run()
+        }
     };
-    if let Some(admin) = config.admin_listen {
-        let admin_listener = crate::listen::bind(admin)?;
-        listening.push(
-            admin_listener
-                .try_clone()
-                .map_err(io(format!("admin listen on {admin}")))?,
-        );
-        server = server
-            .listen(admin_listener)
-            .map_err(io(format!("admin listen on {admin}")))?;
-    }
-    let running = server.run();
     let handle = running.handle();
     tracing::info!(
         listen = %config.listen,
