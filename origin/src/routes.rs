@@ -515,9 +515,13 @@ pub async fn middleware(
         ),
         None => peer,
     };
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let range = header_str(req.headers(), header::RANGE).map(str::to_string);
+    let method = req.method().clone();
+    // What only the access log needs is copied only when it is on.
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let path = logged.then(|| req.uri().path().to_string());
+    let range = header_str(req.headers(), header::RANGE)
+        .filter(|_| logged)
+        .map(str::to_string);
     let origin = header_str(req.headers(), header::ORIGIN).map(str::to_string);
     req.extensions_mut().insert(RequestInfo {
         id: id.clone(),
@@ -545,7 +549,7 @@ pub async fn middleware(
     let hdrs = res.headers_mut();
     hdrs.insert(HeaderName::from_static("x-request-id"), hv(&id));
     if let (Some(s), Some(o)) = (&state, origin.as_deref()) {
-        if method != "OPTIONS" {
+        if method != Method::OPTIONS {
             if let Some(allow) = allowed_origin(s, o) {
                 let hdrs = res.headers_mut();
                 if allow != "*" {
@@ -569,28 +573,18 @@ pub async fn middleware(
             actix_web::body::BodySize::Sized(n) => Some(n),
             _ => None,
         })
-        .filter(|_| method != "HEAD")
+        .filter(|_| method != Method::HEAD)
         .unwrap_or(0);
     let elapsed = start.elapsed();
     if let Some(s) = &state {
         s.metrics.in_flight.dec();
-        let class = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        s.metrics.requests.with_label_values(&[class, kind]).inc();
         s.metrics
-            .latency
-            .with_label_values(&[kind])
-            .observe(elapsed.as_secs_f64());
+            .record(status.as_u16(), kind, elapsed.as_secs_f64());
     }
     tracing::info!(
         target: "access",
         method = %method,
-        path = %path,
+        path = path.as_deref().unwrap_or_default(),
         status = status.as_u16(),
         bytes,
         duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,

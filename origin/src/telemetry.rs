@@ -32,6 +32,21 @@ pub struct Metrics {
     pub playback_writes: IntCounterVec,
     /// Live viewers per package, as of this node's last write or query.
     pub live_viewers: IntGaugeVec,
+    /// The per-kind series, resolved once (a label lookup hashes its values on every call).
+    per_kind: Vec<PerKind>,
+}
+
+/// `kind` label values.
+const KINDS: [&str; 4] = ["manifest", "segment", "init", "other"];
+/// `status` label values.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The series of one file kind.
+struct PerKind {
+    kind: &'static str,
+    requests: [IntCounter; 5],
+    latency: prometheus::Histogram,
+    sent: Arc<dyn crate::body::SentCounter>,
 }
 
 impl Metrics {
@@ -112,7 +127,17 @@ impl Metrics {
         ] {
             let _ = registry.register(c);
         }
+        let per_kind = KINDS
+            .iter()
+            .map(|&kind| PerKind {
+                kind,
+                requests: CLASSES.map(|c| requests.with_label_values(&[c, kind])),
+                latency: latency.with_label_values(&[kind]),
+                sent: Arc::new(KindCounter(bytes_sent.with_label_values(&[kind]))),
+            })
+            .collect();
         Metrics {
+            per_kind,
             registry,
             requests,
             bytes_sent,
@@ -135,9 +160,33 @@ impl Metrics {
         buf
     }
 
+    fn kind(&self, kind: &str) -> Option<&PerKind> {
+        self.per_kind.iter().find(|k| k.kind == kind)
+    }
+
     /// A counter of body bytes for one file kind.
-    pub fn sent_counter(self: &Arc<Self>, kind: &'static str) -> Arc<dyn crate::body::SentCounter> {
-        Arc::new(KindCounter(self.bytes_sent.with_label_values(&[kind])))
+    pub fn sent_counter(&self, kind: &'static str) -> Arc<dyn crate::body::SentCounter> {
+        match self.kind(kind) {
+            Some(k) => k.sent.clone(),
+            None => Arc::new(KindCounter(self.bytes_sent.with_label_values(&[kind]))),
+        }
+    }
+
+    /// Counts a finished request: its status class, kind and latency.
+    pub fn record(&self, status: u16, kind: &str, seconds: f64) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        match self.kind(kind) {
+            Some(k) => {
+                k.requests[class].inc();
+                k.latency.observe(seconds);
+            }
+            None => {
+                self.requests
+                    .with_label_values(&[CLASSES[class], kind])
+                    .inc();
+                self.latency.with_label_values(&[kind]).observe(seconds);
+            }
+        }
     }
 }
 
