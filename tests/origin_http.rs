@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -1455,11 +1455,9 @@ fn slow_headers_are_cut_by_the_header_timeout() {
     drop(c);
 }
 
-/// Known gap: actix-http arms its request-head timer only for the first request of a
-/// connection, so a client that completes one request and then drips the next head keeps the
-/// connection (and a slot of --max-connections) forever. Run with `--ignored` to reproduce.
+/// actix-http arms its request-head timer only for the first request of a connection; the
+/// origin's connection wrapper times the heads of the following ones (`head_deadline`).
 #[test]
-#[ignore = "known origin gap: the header timeout only covers the first request on a connection"]
 fn slow_headers_on_a_kept_alive_connection_are_cut() {
     let s = Server::start(
         &sample_root(),
@@ -1480,6 +1478,54 @@ fn slow_headers_on_a_kept_alive_connection_are_cut() {
         .unwrap();
     let (took, _) = drip_until_closed(c, Duration::from_secs(6), || {});
     assert!(took < Duration::from_secs(6));
+}
+
+/// The follow-up head deadline counts only while a head is arriving: a follow-up head that
+/// stops half-way is cut, while idle time between requests (keep-alive's) and a handler slower
+/// than the header timeout (on a follow-up request) are not.
+#[test]
+fn follow_up_head_deadline_times_heads_only() {
+    let s = Server::start(
+        &sample_root(),
+        &["--header-timeout", "1", "--keep-alive", "10"],
+    );
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut exchange = |req: &[u8]| {
+        c.write_all(req).unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            assert!(r.read_until(b'\n', &mut head).unwrap() > 0, "closed");
+        }
+        let h = String::from_utf8_lossy(&head).to_lowercase();
+        let len: usize = h
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        h.lines().next().unwrap_or_default().to_string()
+    };
+    assert!(exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").contains(" 200"));
+    // Idle for twice the header timeout between requests: keep-alive, not a slow head.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").contains(" 200"));
+    // A handler taking longer than the header timeout.
+    let t = Instant::now();
+    let status = exchange(b"GET /debug/pprof/profile?seconds=2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.contains(" 200"), "{status}");
+    assert!(t.elapsed() >= Duration::from_secs(2));
+    // Half a head, then silence: closed by the deadline (not keep-alive's 10 s).
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "kept {:?}",
+        t.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

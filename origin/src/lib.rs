@@ -14,6 +14,7 @@ pub mod conditional;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod head_deadline;
 pub mod limits;
 pub mod listen;
 pub mod monitor;

@@ -20,6 +20,7 @@ use crate::body::{self, FileBody, Piece, Source};
 use crate::compress::{self, Coding};
 use crate::conditional::{self, Conditions, Decision, Validators};
 use crate::files::{self, Refusal};
+use crate::head_deadline::HeadClock;
 use crate::range::{self, RangeOutcome};
 use crate::sendfile::{SplicedBody, Splices};
 use crate::state::State;
@@ -530,7 +531,14 @@ pub async fn middleware(
     if let Some(s) = &state {
         s.metrics.in_flight.inc();
     }
+    let head_clock = req.conn_data::<Rc<HeadClock>>().cloned();
+    if let Some(c) = &head_clock {
+        c.request_started();
+    }
     let res = next.call(req).await;
+    if let Some(c) = &head_clock {
+        c.request_done();
+    }
     let mut res = match res {
         Ok(r) => r.map_into_boxed_body(),
         Err(e) => {

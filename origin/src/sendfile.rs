@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{Piece, SentCounter};
+use crate::head_deadline::{HeadClock, HeadDeadline};
 
 /// Marker length: a NUL byte, 11 random bytes, a 4-byte sequence number.
 const MARKER_LEN: usize = 16;
@@ -114,11 +115,13 @@ pub struct SendfileStream {
     finder: memchr::memmem::Finder<'static>,
     /// The range being sent; its marker is at the start of the dispatcher's buffer.
     active: Option<Splice>,
+    /// Closes the connection when a follow-up request's head does not arrive in time.
+    head: HeadDeadline,
 }
 
 impl SendfileStream {
-    /// Wraps an accepted connection.
-    pub fn new(io: TcpStream) -> Self {
+    /// Wraps an accepted connection; `header_timeout` bounds every request head after the first.
+    pub fn new(io: TcpStream, header_timeout: Option<std::time::Duration>) -> Self {
         let splices = Rc::new(Splices::new());
         let finder = memchr::memmem::Finder::new(&splices.prefix).into_owned();
         SendfileStream {
@@ -126,7 +129,13 @@ impl SendfileStream {
             splices,
             finder,
             active: None,
+            head: HeadDeadline::new(header_timeout),
         }
+    }
+
+    /// The connection's request-head clock, for the middleware (`on_connect_ext`).
+    pub fn head_clock(&self) -> Rc<HeadClock> {
+        self.head.clock()
     }
 
     /// The connection's queue, for the request handlers (`on_connect_ext`).
@@ -205,6 +214,7 @@ impl SendfileStream {
                     )))
                 }
                 Ok(n) => {
+                    self.head.wrote();
                     s.offset += n;
                     s.len -= n;
                     sent_now += n;
@@ -225,7 +235,12 @@ impl AsyncRead for SendfileStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        this.head.check(cx, got)?;
+        r
     }
 }
 
@@ -236,6 +251,26 @@ impl AsyncWrite for SendfileStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let r = this.poll_write_inner(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.head.wrote();
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl SendfileStream {
+    /// Writes what precedes the next marker, or sends the marker's range in its place.
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self;
         if this.active.is_none() {
             match this.finder.find(buf) {
                 None => return Pin::new(&mut this.io).poll_write(cx, buf),
@@ -256,14 +291,6 @@ impl AsyncWrite for SendfileStream {
         }
         std::task::ready!(this.poll_splice(cx))?;
         Poll::Ready(Ok(MARKER_LEN))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

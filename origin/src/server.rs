@@ -80,6 +80,7 @@ where
 {
     let addr = listener.local_addr()?;
     let (keep_alive, request_timeout) = (config.keep_alive(), config.header_timeout());
+    let head_timeout = (!request_timeout.is_zero()).then_some(request_timeout);
     builder.listen(format!("abr-{addr}"), listener, move || {
         let signal = shutdown.clone();
         let http = HttpService::<SendfileStream, _, _>::build()
@@ -94,15 +95,16 @@ where
             .local_addr(addr)
             .on_connect_ext(move |io: &SendfileStream, ext: &mut Extensions| {
                 ext.insert(io.splices());
+                ext.insert(io.head_clock());
                 ext.insert(LocalAddr(addr));
             })
             .h1(map_config(
                 app().into_factory().map_err(|e| e.into().error_response()),
                 |_| AppConfig::default(),
             ));
-        fn_service(|io: TcpStream| async move {
+        fn_service(move |io: TcpStream| async move {
             let peer = io.peer_addr().ok();
-            Ok::<_, DispatchError>((SendfileStream::new(io), peer))
+            Ok::<_, DispatchError>((SendfileStream::new(io, head_timeout), peer))
         })
         .and_then(http)
     })
