@@ -46,6 +46,8 @@ const MAX_PER_POLL: u64 = 2 << 20;
 /// One file range waiting to be sent in place of a marker.
 struct Splice {
     seq: u32,
+    /// `sendfile` is not supported for this file: copy instead.
+    copy: bool,
     file: Arc<File>,
     offset: u64,
     len: u64,
@@ -83,6 +85,7 @@ impl Splices {
         self.next_seq.set(seq.wrapping_add(1));
         self.queue.borrow_mut().push_back(Splice {
             seq,
+            copy: false,
             file,
             offset,
             len,
@@ -195,7 +198,11 @@ impl SendfileStream {
             let want = s.len.min(MAX_PER_POLL) as usize;
             let (out, file) = (self.io.as_raw_fd(), s.file.as_raw_fd());
             let mut off = libc::off_t::try_from(s.offset).map_err(io::Error::other)?;
+            let copy = s.copy;
             let r = self.io.try_io(Interest::WRITABLE, || {
+                if copy {
+                    return copy_range(&s.file, s.offset, want, out);
+                }
                 // SAFETY: both descriptors are open for the duration of the call.
                 let n = unsafe { libc::sendfile(out, file, &mut off, want) };
                 if n < 0 {
@@ -223,9 +230,37 @@ impl SendfileStream {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // A file system without sendfile support: read and write instead.
+                Err(e)
+                    if !s.copy
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    s.copy = true;
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// The fallback of `sendfile`: up to `want` bytes at `offset` of `file`, read and written to
+/// `out` (at most one 64 KiB buffer). Returns the bytes written; `WouldBlock` as the socket's.
+fn copy_range(file: &File, offset: u64, want: usize, out: std::os::fd::RawFd) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; want.min(64 * 1024)];
+    let n = file.read_at(&mut buf, offset)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: a valid descriptor and `n` initialised bytes.
+    let w = unsafe { libc::send(out, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
+    if w < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(w as u64)
     }
 }
 
