@@ -73,31 +73,43 @@ impl HeadDeadline {
     }
 
     /// Called on every read (`got`: bytes arrived). An error closes the connection.
+    ///
+    /// The timer is re-armed lazily: it keeps an older, earlier deadline and, when that goes off,
+    /// is moved to the current one. So a busy connection re-registers it about once per timeout,
+    /// not once per request.
     pub fn check(&mut self, cx: &mut Context<'_>, got: bool) -> io::Result<()> {
         // The first request is actix's (it answers 408); nothing is timed while no head is due.
         let (Some(timeout), Some(last_write)) = (self.timeout, self.last_write) else {
             return Ok(());
         };
-        let now = Instant::now();
         if got && !self.clock.busy.get() && self.clock.started.get().is_none() {
-            self.clock.started.set(Some(now));
+            self.clock.started.set(Some(Instant::now()));
         }
         let Some(first_byte) = self.clock.started.get() else {
-            self.timer = None;
             return Ok(());
         };
         let deadline = first_byte.max(last_write) + timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() > deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        if timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received within header_timeout",
+                ));
+            }
+            // An earlier deadline that no longer holds.
             timer.as_mut().reset(deadline);
-        }
-        if now >= deadline || timer.as_mut().poll(cx).is_ready() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not received within header_timeout",
-            ));
+            let _ = timer.as_mut().poll(cx);
         }
         Ok(())
     }
