@@ -47,6 +47,11 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Largest file kept in the hot cache.
     pub cache_max_file_bytes: u64,
+    /// Seconds an opened package file is reused by later requests (nginx's `open_file_cache`);
+    /// a replaced or removed file is served as it was for up to this long. 0 = off.
+    pub open_file_cache_s: f64,
+    /// Most files kept open by that cache.
+    pub open_file_cache_entries: u64,
     /// Send file bodies with `sendfile(2)` on plain HTTP/1.1 connections (zero-copy, as nginx's
     /// `sendfile on`); TLS and HTTP/2 always copy.
     pub sendfile: bool,
@@ -100,6 +105,8 @@ impl Default for Config {
             cache_bytes: 0,
             cache_max_file_bytes: 8 << 20,
             sendfile: true,
+            open_file_cache_s: 1.0,
+            open_file_cache_entries: 1024,
             signing_key: None,
             tls_cert: None,
             tls_key: None,
@@ -182,6 +189,10 @@ impl Config {
     /// Header-read timeout.
     pub fn header_timeout(&self) -> Duration {
         secs(self.header_timeout_s)
+    }
+    /// Open-file cache TTL.
+    pub fn open_file_cache(&self) -> Duration {
+        secs(self.open_file_cache_s)
     }
     /// Keep-alive timeout.
     pub fn keep_alive(&self) -> Duration {

@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -164,7 +163,7 @@ async fn player_asset(req: HttpRequest, state: web::Data<State>) -> HttpResponse
         .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
         .insert_header((header::ETAG, e.etag.clone()))
         .body(FileBody::new(
-            Source::File(Arc::new(e.file)),
+            Source::File(e.file),
             vec![Piece::Range { offset: 0, len }],
             None,
         ))
@@ -253,7 +252,7 @@ async fn package_file(req: HttpRequest, state: web::Data<State>) -> HttpResponse
         }
     }
     // open + fstat on the worker: cheaper than a thread-pool hop for local files.
-    let (resolved, entity) = match files::open_in(&state.root, &segs) {
+    let (resolved, entity) = match state.open_files.open(&state.root, &segs) {
         Ok(r) => r,
         Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -320,7 +319,7 @@ async fn serve(
         }
     };
     let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());
-    let mut source = Source::File(Arc::new(entity.file));
+    let mut source = Source::File(entity.file);
     if let Some(cache) = &state.cache {
         if len <= state.config.cache_max_file_bytes {
             let key = (r.path.clone(), etag.clone(), None);

@@ -23,6 +23,8 @@ pub struct State {
     pub config: Config,
     /// ROOT (canonical path and the directory handle requests are resolved under).
     pub root: crate::files::Root,
+    /// Recently opened package files.
+    pub open_files: crate::files::OpenCache,
     /// False once shutdown began (/readyz answers 503).
     pub ready: AtomicBool,
     /// Metrics.
@@ -100,6 +102,10 @@ impl State {
             }
         };
         Ok(State {
+            open_files: crate::files::OpenCache::new(
+                config.open_file_cache(),
+                config.open_file_cache_entries,
+            ),
             root,
             ready: AtomicBool::new(true),
             metrics,
