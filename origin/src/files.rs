@@ -210,10 +210,24 @@ impl OpenCache {
         if let Some(hit) = cache.get(&key) {
             return Ok(hit);
         }
-        let opened = open_in(root, segs)?;
-        cache.insert(key, opened.clone());
-        Ok(opened)
+        let (resolved, mut entity) = open_in(root, segs)?;
+        if entity.len <= SMALL_FILE {
+            entity.bytes = read_small(&entity.file, entity.len);
+        }
+        cache.insert(key, (resolved.clone(), entity.clone()));
+        Ok((resolved, entity))
     }
+}
+
+/// Files up to this size (manifests) are kept in the open-file cache with their bytes.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// The whole of a small file, or `None` if it cannot be read in full.
+fn read_small(file: &File, len: u64) -> Option<bytes::Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf.into())
 }
 
 /// Flags for opening a package file: never block on a FIFO, never become a controlling tty.
@@ -314,6 +328,8 @@ pub struct Entity {
     pub modified: SystemTime,
     /// Strong ETag (quoted).
     pub etag: String,
+    /// The contents, when the open-file cache keeps a small file's bytes.
+    pub bytes: Option<bytes::Bytes>,
 }
 
 /// Opens `path` and computes its validators.
@@ -339,6 +355,7 @@ fn entity(file: File) -> std::io::Result<Entity> {
         len: meta.len(),
         modified,
         etag,
+        bytes: None,
     })
 }
 
@@ -421,7 +438,8 @@ mod tests {
         let segs = segments("/pkg/hls/a.m3u8").unwrap();
         let cache = OpenCache::new(Duration::from_millis(300), 16);
         let start = std::time::Instant::now();
-        assert_eq!(cache.open(&root, &segs).unwrap().1.len, 3);
+        let first = cache.open(&root, &segs).unwrap().1;
+        assert_eq!((first.len, first.bytes.as_deref()), (3, Some(&b"old"[..])));
         // Replaced the way packages are (a new file renamed over the old one).
         std::fs::write(hls.join("a.tmp"), b"newer").unwrap();
         std::fs::rename(hls.join("a.tmp"), hls.join("a.m3u8")).unwrap();
@@ -440,7 +458,8 @@ mod tests {
         // No cache: always the file as it is now.
         let off = OpenCache::new(Duration::ZERO, 16);
         std::fs::write(hls.join("a.m3u8"), b"x").unwrap();
-        assert_eq!(off.open(&root, &segs).unwrap().1.len, 1);
+        let now = off.open(&root, &segs).unwrap().1;
+        assert_eq!((now.len, now.bytes), (1, None));
         assert_eq!(off.open(&root, &segs[..1]).err(), Some(Refusal::NotFound));
     }
 

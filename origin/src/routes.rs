@@ -319,7 +319,10 @@ async fn serve(
         }
     };
     let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());
-    let mut source = Source::File(entity.file);
+    let mut source = match entity.bytes {
+        Some(b) => Source::Memory(b),
+        None => Source::File(entity.file),
+    };
     if let Some(cache) = &state.cache {
         if len <= state.config.cache_max_file_bytes {
             let key = (r.path.clone(), etag.clone(), None);
