@@ -219,6 +219,30 @@ impl OpenCache {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do: connections and cached files need descriptors) and returns it.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: a valid rlimit; raising the soft limit up to the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+    }
+    r.rlim_cur
+}
+
 /// Files up to this size (manifests) are kept in the open-file cache with their bytes.
 const SMALL_FILE: u64 = 64 * 1024;
 
@@ -426,6 +450,28 @@ mod tests {
         );
         assert_eq!(Kind::from_name("passwd"), None);
         assert_eq!(Kind::from_name("x.html"), None);
+    }
+
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let limits = || {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid out-pointer.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+            (r.rlim_cur, r.rlim_max)
+        };
+        let (before, hard) = limits();
+        let got = raise_fd_limit();
+        assert_eq!(got, limits().0, "returns the soft limit in force");
+        assert!(got >= before);
+        // Raised to the hard limit unless the kernel refuses it (an unlimited hard limit).
+        assert!(
+            got == hard || hard == libc::RLIM_INFINITY,
+            "{got} of {hard}"
+        );
     }
 
     #[test]

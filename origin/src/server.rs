@@ -17,10 +17,9 @@ use actix_web::middleware::Next;
 use actix_web::{middleware, web, App, HttpServer};
 use tokio::net::TcpStream;
 
-use crate::sendfile::SendfileStream;
-
 use crate::config::Config;
 use crate::error::OriginError;
+use crate::sendfile::SendfileStream;
 use crate::state::State;
 
 /// Time for the actix acceptor to take a pause into account (it may still handle a readiness
@@ -84,7 +83,8 @@ where
     builder.listen(format!("abr-{addr}"), listener, move || {
         let signal = shutdown.clone();
         let http = HttpService::<SendfileStream, _, _>::build()
-            // As HttpServer does: idle keep-alive connections close at once on a graceful stop.
+            // As HttpServer does (a hidden actix-http API it uses too; pinned by Cargo.lock):
+            // idle keep-alive connections close at once on a graceful stop.
             .graceful_shutdown_signal(move || {
                 let signal = signal.clone();
                 async move { signal.notified().await }

@@ -102,9 +102,12 @@ impl State {
             }
         };
         Ok(State {
+            // Cached descriptors never take more than a quarter of the process's allowance.
             open_files: crate::files::OpenCache::new(
                 config.open_file_cache(),
-                config.open_file_cache_entries,
+                config
+                    .open_file_cache_entries
+                    .min(crate::files::raise_fd_limit() / 4),
             ),
             root,
             ready: AtomicBool::new(true),
