@@ -212,7 +212,7 @@ impl OpenCache {
         }
         let (resolved, mut entity) = open_in(root, segs)?;
         if entity.len <= SMALL_FILE {
-            entity.bytes = read_small(&entity.file, entity.len);
+            entity.bytes = read_whole(&entity.file, entity.len).ok();
         }
         cache.insert(key, (resolved.clone(), entity.clone()));
         Ok((resolved, entity))
@@ -246,12 +246,12 @@ pub fn raise_fd_limit() -> u64 {
 /// Files up to this size (manifests) are kept in the open-file cache with their bytes.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// The whole of a small file, or `None` if it cannot be read in full.
-fn read_small(file: &File, len: u64) -> Option<bytes::Bytes> {
+/// The first `len` bytes of `file` (the whole of a small file).
+pub fn read_whole(file: &File, len: u64) -> std::io::Result<bytes::Bytes> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; usize::try_from(len).ok()?];
-    file.read_exact_at(&mut buf, 0).ok()?;
-    Some(buf.into())
+    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf.into())
 }
 
 /// Flags for opening a package file: never block on a FIFO, never become a controlling tty.

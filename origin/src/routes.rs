@@ -284,12 +284,7 @@ async fn rate_limit(state: &State, ip: std::net::IpAddr) -> Result<(), Duration>
 fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
     match source {
         Source::Memory(b) => Ok(b.clone()),
-        Source::File(f) => {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact_at(&mut buf, 0)?;
-            Ok(Bytes::from(buf))
-        }
+        Source::File(f) => files::read_whole(f, len),
     }
 }
 
@@ -305,17 +300,16 @@ async fn serve(
     let splices = (state.config.sendfile && !is_head)
         .then(|| req.conn_data::<Rc<Splices>>().cloned())
         .flatten();
-    let respond = |b: &mut HttpResponseBuilder, source: Source, pieces: Vec<Piece>, counter| match (
-        source, &splices,
-    ) {
-        (Source::File(f), Some(sp)) if body::total_len(&pieces) >= SENDFILE_MIN => {
-            let total = body::total_len(&pieces);
-            b.no_chunking(total)
-                .body(SplicedBody::new(f, pieces, sp.clone(), counter))
-        }
-        (source, _) => {
-            let body = FileBody::new(source, pieces, counter);
-            b.body(if is_head { body.head_only() } else { body })
+    let respond = |b: &mut HttpResponseBuilder, source: Source, pieces: Vec<Piece>, counter| {
+        let total = body::total_len(&pieces);
+        match (source, &splices) {
+            (Source::File(f), Some(sp)) if total >= SENDFILE_MIN => b
+                .no_chunking(total)
+                .body(SplicedBody::new(f, pieces, sp.clone(), counter)),
+            (source, _) => {
+                let body = FileBody::new(source, pieces, counter);
+                b.body(if is_head { body.head_only() } else { body })
+            }
         }
     };
     let (len, modified, etag) = (entity.len, entity.modified, entity.etag.clone());

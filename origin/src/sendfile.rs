@@ -157,20 +157,7 @@ impl SendfileStream {
             std::task::ready!(self.io.poll_write_ready(cx))?;
             let fd = self.io.as_raw_fd();
             let r = self.io.try_io(Interest::WRITABLE, || {
-                // SAFETY: a valid descriptor and a buffer of `buf.len()` readable bytes.
-                let n = unsafe {
-                    libc::send(
-                        fd,
-                        buf.as_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                send(fd, buf, libc::MSG_MORE).map(|n| n as usize)
             });
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -204,12 +191,7 @@ impl SendfileStream {
                     return copy_range(&s.file, s.offset, want, out);
                 }
                 // SAFETY: both descriptors are open for the duration of the call.
-                let n = unsafe { libc::sendfile(out, file, &mut off, want) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as u64)
-                }
+                byte_count(unsafe { libc::sendfile(out, file, &mut off, want) })
             });
             match r {
                 // The file is shorter than when its length was taken: the response cannot be
@@ -255,13 +237,25 @@ fn copy_range(file: &File, offset: u64, want: usize, out: std::os::fd::RawFd) ->
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: a valid descriptor and `n` initialised bytes.
-    let w = unsafe { libc::send(out, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
-    if w < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(w as u64)
-    }
+    send(out, &buf[..n], 0)
+}
+
+/// `send(2)` of `buf` on `fd` with `flags` (never raising SIGPIPE).
+fn send(fd: std::os::fd::RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<u64> {
+    // SAFETY: a valid descriptor and a buffer of `buf.len()` readable bytes.
+    byte_count(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+/// A byte count returned by a system call, or its error.
+fn byte_count(n: isize) -> io::Result<u64> {
+    u64::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 impl AsyncRead for SendfileStream {

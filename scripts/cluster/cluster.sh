@@ -365,31 +365,22 @@ start_nginx() {
   log "nginx ready (pid $pid)"
 }
 
-stop_nginx() {
-  local pid
-  pid=$(running_pid nginx) || { rm -f "$(pidfile nginx)"; return 0; }
-  log "nginx: SIGQUIT (pid $pid), graceful"
-  kill -QUIT "$pid" 2>/dev/null || true
-  # worker_shutdown_timeout is 10 s.
-  if ! wait_gone "$pid" 15; then
-    log "nginx still running after 15 s: SIGTERM"
-    kill -TERM "$pid" 2>/dev/null || true
-    wait_gone "$pid" 5 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 2 || true; }
-  fi
-  rm -f "$(pidfile nginx)"
+stop_escalating() { # NAME SIGNAL:WAIT_S... — each signal in turn until the recorded process is gone
+  local name=$1 pid step
+  shift
+  pid=$(running_pid "$name") || { rm -f "$(pidfile "$name")"; return 0; }
+  for step in "$@"; do
+    log "$name: SIG${step%%:*} (pid $pid)"
+    kill -"${step%%:*}" "$pid" 2>/dev/null || true
+    wait_gone "$pid" "${step#*:}" && break
+  done
+  rm -f "$(pidfile "$name")"
 }
 
-stop_redis() {
-  local pid
-  pid=$(running_pid redis) || { rm -f "$(pidfile redis)"; return 0; }
-  log "redis: SIGTERM (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  if ! wait_gone "$pid" 10; then
-    kill -KILL "$pid" 2>/dev/null || true
-    wait_gone "$pid" 2 || true
-  fi
-  rm -f "$(pidfile redis)"
-}
+# nginx: graceful SIGQUIT first (worker_shutdown_timeout is 10 s).
+stop_nginx() { stop_escalating nginx QUIT:15 TERM:5 KILL:2; }
+
+stop_redis() { stop_escalating redis TERM:10 KILL:2; }
 
 # ---------------------------------------------------------------------------------------------
 # Commands.
