@@ -38,7 +38,8 @@
 # Environment: WARMUP_S=2 NGINX_PORT/ABR_PORT (default: first free from 18080/18180, below the ephemeral range) WORKERS=$(nproc)
 #              FIXTURE_S=6 GZIP_MIX=0 ACCESS_LOG=0 CHECK_MEASURED=0 (1: response hook in measured
 #              runs too) NGINX_REUSEPORT=0 (1: `listen … reuseport`) ABR_EXTRA_ARGS='' (more
-#              `abr serve` flags, e.g. "--cache-bytes 268435456"); non-default values are reported.
+#              `abr serve` flags, e.g. "--cache-bytes 268435456") MIXES='segments ranges manifests'
+#              CONNS='64 512' (a subset, for a focused A/B); non-default values are reported.
 # Every process this script starts (nginx, abr, wrk, samplers) is stopped on exit and on error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,9 +70,11 @@ read -r -a ABR_EXTRA <<<"$ABR_EXTRA_ARGS"
 [[ $WORKERS =~ ^[0-9]+$ && $WORKERS -ge 1 ]] || die "WORKERS must be an integer >= 1"
 
 THREADS=2
-CONNS=(64 512)
-MIXES=(segments ranges manifests)
+read -r -a CONNS <<<"${CONNS:-64 512}"
+read -r -a MIXES <<<"${MIXES:-segments ranges manifests}"
 if [[ $GZIP_MIX == 1 ]]; then MIXES+=(manifests-gzip); fi
+for c in "${CONNS[@]}"; do [[ $c =~ ^[0-9]+$ && $c -ge 1 ]] || die "CONNS: $c is not a connection count"; done
+for m in "${MIXES[@]}"; do [[ $m =~ ^(segments|ranges|manifests|manifests-gzip)$ ]] || die "MIXES: unknown mix $m"; done
 NSEG=200
 SEGSIZE=2097152
 RANGELEN=262144
@@ -534,7 +537,7 @@ fi
 {
   echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'): \`scripts/bench-origin.sh $DUR $ROUNDS\` — $ROUNDS round(s); each run ${DUR} s measured after a ${WARMUP_S} s checked warm-up; wrk -t$THREADS --timeout 30s over loopback; connections ${CONNS[*]}; mixes ${MIXES[*]}."
   echo
-  echo "- **Servers.** nginx $nginx_v (master + $WORKERS workers, sendfile on, tcp_nopush on; config rendered from scripts/bench-origin/nginx.conf.in, which lists every non-default directive and why) and \`abr serve --workers $WORKERS\` (defaults otherwise: no hot-file cache, files read in 256 KiB positional chunks on the worker threads), both on 127.0.0.1, same ROOT, same MIME types and Range/conditional behaviour (see the behaviour check), same Cache-Control/Vary/X-Request-Id response headers."
+  echo "- **Servers.** nginx $nginx_v (master + $WORKERS workers, sendfile on, tcp_nopush on; config rendered from scripts/bench-origin/nginx.conf.in, which lists every non-default directive and why) and \`abr serve --workers $WORKERS\` (defaults otherwise: no hot-file cache; file bodies of 64 KiB or more sent with sendfile(2), smaller ones and manifests from its 1 s open-file cache), both on 127.0.0.1, same ROOT, same MIME types and Range/conditional behaviour (see the behaviour check), same Cache-Control/Vary/X-Request-Id response headers."
   echo "- **Logging.** ${logging}."
   echo "- **Data.** $NSEG segments of $SEGSIZE bytes (deterministic random bytes, page-cached before the runs); manifests: $(wc -l <"$OUT/manifests.txt") files of a real abr package of a ${FIXTURE_S} s fixture ($MAN_MIN–$MAN_MAX bytes)."
   # shellcheck disable=SC2016
