@@ -4,9 +4,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::origin::*;
 use common::*;
@@ -68,27 +69,26 @@ fn served_cert(port: u16) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Starts `abr serve` with TLS; ready once /healthz answers over https (trusting `crt`).
-fn start_tls(root: &Path, crt: &Path, key: &Path) -> Server {
+/// Starts `abr serve` with TLS (and `extra` flags); ready once /healthz answers over https
+/// (trusting `crt`).
+fn start_tls(root: &Path, crt: &Path, key: &Path, extra: &[&str]) -> Server {
     let ca = crt.to_path_buf();
-    Server::start_probed(
-        root,
-        &[
-            "--tls-cert",
-            crt.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        move |addr| {
-            let o = Command::new("curl")
-                .args(["-s", "--max-time", "2", "--cacert"])
-                .arg(&ca)
-                .arg(format!("https://{addr}/healthz"))
-                .output()
-                .expect("curl");
-            o.status.success() && o.stdout == b"ok\n"
-        },
-    )
+    let mut args = vec![
+        "--tls-cert",
+        crt.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start_probed(root, &args, move |addr| {
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "2", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://{addr}/healthz"))
+            .output()
+            .expect("curl");
+        o.status.success() && o.stdout == b"ok\n"
+    })
 }
 
 fn https(s: &Server, path: &str) -> String {
@@ -104,7 +104,7 @@ fn tls_serves_http2_and_http1_ranges_and_chromium_plays() {
         .unwrap();
     let (crt, key) = make_cert(t.path(), "abr-test-one", "1001");
     let root = sample_root();
-    let s = start_tls(&root, &crt, &key);
+    let s = start_tls(&root, &crt, &key, &[]);
     let seg = "/sample/hls/720p/seg_00001.ts";
     let first100 = std::fs::read(root.join(&seg[1..])).unwrap()[..100].to_vec();
     for (flag, want) in [("--http2", "2 206"), ("--http1.1", "1.1 206")] {
@@ -162,7 +162,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     let big = root.join("big/dash/720p/seg_00001.m4s");
     let len: u64 = 32 << 20;
     write_pseudo_random(&big, len, 42);
-    let s = start_tls(&root, &crt, &key);
+    let s = start_tls(&root, &crt, &key, &[]);
     let port = s.addr.port();
     let before = served_cert(port);
     assert!(
@@ -241,4 +241,70 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_eq!(sha256sum(&part), sha256sum(&big));
     // The server is still healthy.
     assert!(healthz(&crt2).status.success());
+}
+
+/// A kept-alive HTTP/1.1-over-TLS connection that drips the head of its second request is
+/// closed by the header timeout (the first request's head is actix's; every later one is the
+/// connection wrapper's), while the dripping would keep it open forever otherwise.
+#[test]
+fn slow_follow_up_head_over_tls_is_cut() {
+    let t = tempfile::tempdir().unwrap();
+    let root = sample_root();
+    let (crt, key) = make_cert(t.path(), "slow", "5a");
+    let s = start_tls(
+        &root,
+        &crt,
+        &key,
+        &["--header-timeout", "1", "--keep-alive", "30"],
+    );
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "http/1.1", "-connect"])
+        .arg(s.addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = client.stdout.take().unwrap();
+    stdin
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"\r\n\r\nok\n") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the first response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    // The second head, one byte every 200 ms: never complete, never silent for long.
+    stdin
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let start = Instant::now();
+    let pid = libc::pid_t::try_from(client.id()).unwrap();
+    let dripper = std::thread::spawn(move || {
+        while start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(200));
+            if stdin.write_all(b"a").and_then(|()| stdin.flush()).is_err() {
+                return;
+            }
+        }
+        // Still open after 20 s: end the client so that the assertion below reports it.
+        // SAFETY: plain kill(2) of our own child (not yet waited for).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    // s_client exits (EOF on its stdout) when the server closes the connection.
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let took = start.elapsed();
+    let _ = client.kill();
+    let _ = client.wait();
+    dripper.join().unwrap();
+    assert!(rest.is_empty(), "an answer to half a head: {rest:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "closed after {took:?}, expected about the 1 s header timeout"
+    );
 }

@@ -5,7 +5,8 @@
 //! a client that drips the head of a follow-up request would hold the connection forever. The
 //! plain-HTTP connection wrapper ([`crate::sendfile::SendfileStream`]) closes such a connection
 //! once `header_timeout` has passed since the first byte of a head arrived (or since the server
-//! last wrote, if later) without the request reaching the handlers.
+//! last wrote, if later) without the request reaching the handlers; TLS HTTP/1.1 connections
+//! are wrapped in [`HeadTimed`] for the same deadline.
 //!
 //! The connection's [`HeadClock`] is shared with the request middleware through the connection
 //! data: the middleware marks when a request's head has been parsed and when its handler is
@@ -16,9 +17,10 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Context;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// What the middleware tells the connection (connection data, `HttpRequest::conn_data`).
@@ -44,7 +46,7 @@ impl HeadClock {
 }
 
 /// The deadline kept by the connection wrapper.
-pub struct HeadDeadline {
+struct HeadDeadline {
     clock: Rc<HeadClock>,
     timeout: Option<Duration>,
     last_write: Option<Instant>,
@@ -53,7 +55,7 @@ pub struct HeadDeadline {
 
 impl HeadDeadline {
     /// A deadline of `timeout` (none: never).
-    pub fn new(timeout: Option<Duration>) -> Self {
+    fn new(timeout: Option<Duration>) -> Self {
         HeadDeadline {
             clock: Rc::new(HeadClock::default()),
             timeout,
@@ -63,13 +65,27 @@ impl HeadDeadline {
     }
 
     /// The clock the middleware updates.
-    pub fn clock(&self) -> Rc<HeadClock> {
+    fn clock(&self) -> Rc<HeadClock> {
         self.clock.clone()
     }
 
     /// The server wrote to the connection.
-    pub fn wrote(&mut self) {
+    fn wrote(&mut self) {
         self.last_write = Some(Instant::now());
+    }
+
+    /// Reads from `io` and checks the deadline: an error closes the connection.
+    fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(io).poll_read(cx, buf);
+        let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        self.check(cx, got)?;
+        r
     }
 
     /// Called on every read (`got`: bytes arrived). An error closes the connection.
@@ -77,7 +93,7 @@ impl HeadDeadline {
     /// The timer is re-armed lazily: it keeps an older, earlier deadline and, when that goes off,
     /// is moved to the current one. So a busy connection re-registers it about once per timeout,
     /// not once per request.
-    pub fn check(&mut self, cx: &mut Context<'_>, got: bool) -> io::Result<()> {
+    fn check(&mut self, cx: &mut Context<'_>, got: bool) -> io::Result<()> {
         // The first request is actix's (it answers 408); nothing is timed while no head is due.
         let (Some(timeout), Some(last_write)) = (self.timeout, self.last_write) else {
             return Ok(());
@@ -112,5 +128,88 @@ impl HeadDeadline {
             let _ = timer.as_mut().poll(cx);
         }
         Ok(())
+    }
+}
+
+/// A connection stream whose follow-up request heads are bounded by a [`HeadDeadline`] (every
+/// HTTP/1.1 connection: around the TLS stream, or inside [`crate::sendfile::SendfileStream`]).
+pub struct HeadTimed<T> {
+    io: T,
+    head: HeadDeadline,
+}
+
+impl<T> HeadTimed<T> {
+    /// Wraps `io` with a head deadline of `timeout` (none: a pass-through).
+    pub fn new(io: T, timeout: Option<Duration>) -> Self {
+        HeadTimed {
+            io,
+            head: HeadDeadline::new(timeout),
+        }
+    }
+
+    /// The clock the middleware updates (`on_connect_ext`).
+    pub fn clock(&self) -> Rc<HeadClock> {
+        self.head.clock()
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// The server wrote to the connection other than through `poll_write`.
+    pub fn wrote(&mut self) {
+        self.head.wrote();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadTimed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.head.poll_read(&mut this.io, cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadTimed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.head.wrote();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.head.wrote();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{Piece, SentCounter};
-use crate::head_deadline::{HeadClock, HeadDeadline};
+use crate::head_deadline::{HeadClock, HeadTimed};
 
 /// Marker length: a NUL byte, 11 random bytes, a 4-byte sequence number.
 const MARKER_LEN: usize = 16;
@@ -113,13 +113,13 @@ impl Splices {
 /// A TCP stream that sends queued file ranges with `sendfile` where their markers appear in
 /// what the HTTP/1 dispatcher writes.
 pub struct SendfileStream {
-    io: TcpStream,
+    /// The connection; its wrapper closes it when a follow-up request's head does not arrive
+    /// in time.
+    io: HeadTimed<TcpStream>,
     splices: Rc<Splices>,
     finder: memchr::memmem::Finder<'static>,
     /// The range being sent; its marker is at the start of the dispatcher's buffer.
     active: Option<Splice>,
-    /// Closes the connection when a follow-up request's head does not arrive in time.
-    head: HeadDeadline,
 }
 
 impl SendfileStream {
@@ -128,17 +128,16 @@ impl SendfileStream {
         let splices = Rc::new(Splices::new());
         let finder = memchr::memmem::Finder::new(&splices.prefix).into_owned();
         SendfileStream {
-            io,
+            io: HeadTimed::new(io, header_timeout),
             splices,
             finder,
             active: None,
-            head: HeadDeadline::new(header_timeout),
         }
     }
 
     /// The connection's request-head clock, for the middleware (`on_connect_ext`).
     pub fn head_clock(&self) -> Rc<HeadClock> {
-        self.head.clock()
+        self.io.clock()
     }
 
     /// The connection's queue, for the request handlers (`on_connect_ext`).
@@ -148,15 +147,16 @@ impl SendfileStream {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.io.peer_addr()
+        self.io.get_ref().peer_addr()
     }
 
     /// Writes `buf` with `MSG_MORE`: the kernel holds a partial packet for what follows.
     fn poll_send_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.io.poll_write_ready(cx))?;
-            let fd = self.io.as_raw_fd();
-            let r = self.io.try_io(Interest::WRITABLE, || {
+            let tcp = self.io.get_ref();
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            let fd = tcp.as_raw_fd();
+            let r = tcp.try_io(Interest::WRITABLE, || {
                 send(fd, buf, libc::MSG_MORE).map(|n| n as usize)
             });
             match r {
@@ -181,12 +181,13 @@ impl SendfileStream {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            std::task::ready!(self.io.poll_write_ready(cx))?;
+            let tcp = self.io.get_ref();
+            std::task::ready!(tcp.poll_write_ready(cx))?;
             let want = s.len.min(MAX_PER_POLL) as usize;
-            let (out, file) = (self.io.as_raw_fd(), s.file.as_raw_fd());
+            let (out, file) = (tcp.as_raw_fd(), s.file.as_raw_fd());
             let mut off = libc::off_t::try_from(s.offset).map_err(io::Error::other)?;
             let copy = s.copy;
-            let r = self.io.try_io(Interest::WRITABLE, || {
+            let r = tcp.try_io(Interest::WRITABLE, || {
                 if copy {
                     return copy_range(&s.file, s.offset, want, out);
                 }
@@ -203,7 +204,7 @@ impl SendfileStream {
                     )))
                 }
                 Ok(n) => {
-                    self.head.wrote();
+                    self.io.wrote();
                     s.offset += n;
                     s.len -= n;
                     sent_now += n;
@@ -264,12 +265,7 @@ impl AsyncRead for SendfileStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
-        let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
-        this.head.check(cx, got)?;
-        r
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -282,7 +278,7 @@ impl AsyncWrite for SendfileStream {
         let this = self.get_mut();
         let r = this.poll_write_inner(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.head.wrote();
+            this.io.wrote();
         }
         r
     }

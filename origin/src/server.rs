@@ -1,24 +1,28 @@
-//! Starting, running and stopping the origin: listeners, actix-web settings, signals
+//! Starting, running and stopping the origin: listeners (plain and TLS, both assembled from
+//! actix-server and actix-http parts around wrapped connections), signals
 //! (SIGTERM/SIGINT: readiness off → grace period → stop accepting → drain; SIGHUP: reload TLS).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_http::error::DispatchError;
-use actix_http::{Extensions, HttpService, Request};
+use actix_http::{Extensions, HttpServiceBuilder, Protocol, Request};
 use actix_service::{
     fn_service, map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt,
 };
-use actix_web::body::MessageBody;
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+use actix_tls::accept::TlsError;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::AppConfig;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{middleware, web, App};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::OriginError;
+use crate::head_deadline::HeadTimed;
 use crate::sendfile::SendfileStream;
 use crate::state::State;
 
@@ -57,14 +61,69 @@ async fn close_when_draining(
 /// timeout).
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Adds a plain HTTP/1.1 listener serving `app` on connections wrapped in a
-/// [`SendfileStream`], with the settings `HttpServer` would apply.
-fn plain_listener<F, I, S, B>(
+/// The HTTP settings of every listener (those `HttpServer` would apply).
+#[derive(Clone, Copy)]
+struct HttpSettings {
+    keep_alive: Duration,
+    request_timeout: Duration,
+}
+
+impl HttpSettings {
+    fn new(config: &Config) -> Self {
+        HttpSettings {
+            keep_alive: config.keep_alive(),
+            request_timeout: config.header_timeout(),
+        }
+    }
+
+    /// The follow-up request-head deadline of the connection wrappers (none when disabled).
+    fn head_timeout(self) -> Option<Duration> {
+        (!self.request_timeout.is_zero()).then_some(self.request_timeout)
+    }
+
+    /// An HTTP service builder with these settings, for connections to `addr`.
+    fn builder<T, S>(
+        self,
+        addr: std::net::SocketAddr,
+        shutdown: &actix_server::GracefulShutdownSignal,
+    ) -> HttpServiceBuilder<T, S>
+    where
+        S: ServiceFactory<Request, Config = ()>,
+        S::Error: Into<actix_http::Response<BoxBody>> + 'static,
+        S::InitError: std::fmt::Debug,
+        <S::Service as Service<Request>>::Future: 'static,
+    {
+        let signal = shutdown.clone();
+        HttpServiceBuilder::default()
+            // As HttpServer does (a hidden actix-http API it uses too; pinned by Cargo.lock):
+            // idle keep-alive connections close at once on a graceful stop.
+            .graceful_shutdown_signal(move || {
+                let signal = signal.clone();
+                async move { signal.notified().await }
+            })
+            .keep_alive(self.keep_alive)
+            .client_request_timeout(self.request_timeout)
+            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+            .local_addr(addr)
+    }
+}
+
+/// A TLS connection as the handlers' stack sees it.
+type TlsConn = HeadTimed<TlsStream<TcpStream>>;
+
+/// Adds a listener serving `app`, with the settings `HttpServer` would apply.
+///
+/// - Plain (`tls` none): HTTP/1.1 on connections wrapped in a [`SendfileStream`].
+/// - TLS: HTTP/2 or HTTP/1.1 by ALPN; HTTP/1.1 connections get the follow-up request-head
+///   deadline ([`HeadTimed`]), HTTP/2 has its own framing and keep-alive pings. No sendfile:
+///   the bytes are encrypted in user space.
+fn add_listener<F, I, S, B>(
     builder: actix_server::ServerBuilder,
     listener: std::net::TcpListener,
-    config: &Config,
+    settings: HttpSettings,
     app: F,
     shutdown: actix_server::GracefulShutdownSignal,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<actix_server::ServerBuilder>
 where
     F: Fn() -> I + Clone + Send + 'static,
@@ -78,35 +137,59 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
-    let (keep_alive, request_timeout) = (config.keep_alive(), config.header_timeout());
-    let head_timeout = (!request_timeout.is_zero()).then_some(request_timeout);
-    builder.listen(format!("abr-{addr}"), listener, move || {
-        let signal = shutdown.clone();
-        let http = HttpService::<SendfileStream, _, _>::build()
-            // As HttpServer does (a hidden actix-http API it uses too; pinned by Cargo.lock):
-            // idle keep-alive connections close at once on a graceful stop.
-            .graceful_shutdown_signal(move || {
-                let signal = signal.clone();
-                async move { signal.notified().await }
+    let head_timeout = settings.head_timeout();
+    let handlers = move || {
+        map_config(
+            app().into_factory().map_err(|e| e.into().error_response()),
+            |_| AppConfig::default(),
+        )
+    };
+    let Some(tls) = tls else {
+        return builder.listen(format!("abr-{addr}"), listener, move || {
+            let http = settings
+                .builder::<SendfileStream, _>(addr, &shutdown)
+                .on_connect_ext(move |io: &SendfileStream, ext: &mut Extensions| {
+                    ext.insert(io.splices());
+                    ext.insert(io.head_clock());
+                    ext.insert(LocalAddr(addr));
+                })
+                .h1(handlers());
+            fn_service(move |io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((SendfileStream::new(io, head_timeout), peer))
             })
-            .keep_alive(keep_alive)
-            .client_request_timeout(request_timeout)
-            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-            .local_addr(addr)
-            .on_connect_ext(move |io: &SendfileStream, ext: &mut Extensions| {
-                ext.insert(io.splices());
-                ext.insert(io.head_clock());
+            .and_then(http)
+        });
+    };
+    builder.listen(format!("abr-tls-{addr}"), listener, move || {
+        let http = settings
+            .builder::<TlsConn, _>(addr, &shutdown)
+            .on_connect_ext(move |io: &TlsConn, ext: &mut Extensions| {
+                ext.insert(io.clock());
                 ext.insert(LocalAddr(addr));
             })
-            .h1(map_config(
-                app().into_factory().map_err(|e| e.into().error_response()),
-                |_| AppConfig::default(),
-            ));
-        fn_service(move |io: TcpStream| async move {
-            let peer = io.peer_addr().ok();
-            Ok::<_, DispatchError>((SendfileStream::new(io, head_timeout), peer))
-        })
-        .and_then(http)
+            .finish(handlers());
+        // The handshake is bounded by actix-tls's default timeout (3 s), as under HttpServer.
+        Acceptor::new(tls.clone())
+            .map_err(|e| match e {
+                TlsError::Timeout => DispatchError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
+                TlsError::Tls(e) => DispatchError::Io(e),
+                TlsError::Service(never) => match never {},
+            })
+            .and_then(fn_service(move |io: TlsStream<TcpStream>| async move {
+                let (tcp, session) = io.get_ref();
+                let peer = tcp.peer_addr().ok();
+                let conn = if session.alpn_protocol() == Some(b"h2".as_slice()) {
+                    (HeadTimed::new(io, None), Protocol::Http2, peer)
+                } else {
+                    (HeadTimed::new(io, head_timeout), Protocol::Http1, peer)
+                };
+                Ok::<_, DispatchError>(conn)
+            }))
+            .and_then(http)
     })
 }
 
@@ -154,40 +237,27 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         (Some(c), Some(k)) => Some(crate::tls::Reloadable::new(c, k)?),
         _ => None,
     };
-    let running = match &tls {
-        // TLS (HTTP/1.1 and HTTP/2 by ALPN): actix-web's own server.
-        Some(t) => {
-            let mut server = HttpServer::new(app)
-                .workers(workers)
-                .max_connections(per_worker)
-                .max_connection_rate(256)
-                .client_request_timeout(config.header_timeout())
-                .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-                .keep_alive(config.keep_alive())
-                .shutdown_timeout(config.drain_timeout().as_secs().max(1))
-                .disable_signals()
-                .listen_rustls_0_23(listener, t.server_config())
-                .map_err(io(format!("listen (TLS) on {}", config.listen)))?;
-            if let Some(l) = admin_listener {
-                server = server.listen(l).map_err(io("admin listen".to_string()))?;
-            }
-            server.run()
-        }
-        // Plain HTTP/1.1: the same service on connections wrapped for sendfile.
-        None => {
-            let mut builder = actix_server::Server::build()
-                .workers(workers)
-                .max_concurrent_connections(per_worker)
-                .shutdown_timeout(config.drain_timeout().as_secs().max(1))
-                .disable_signals();
-            let shutdown = builder.graceful_shutdown_signal();
-            for l in std::iter::once(listener).chain(admin_listener) {
-                builder = plain_listener(builder, l, &config, app.clone(), shutdown.clone())
-                    .map_err(io("listen".to_string()))?;
-            }
-            builder.run()
-        }
-    };
+    let mut builder = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        .shutdown_timeout(config.drain_timeout().as_secs().max(1))
+        .disable_signals();
+    let shutdown = builder.graceful_shutdown_signal();
+    let http = HttpSettings::new(&config);
+    builder = add_listener(
+        builder,
+        listener,
+        http,
+        app.clone(),
+        shutdown.clone(),
+        tls.as_ref().map(|t| t.server_config()),
+    )
+    .map_err(io(format!("listen on {}", config.listen)))?;
+    if let Some(l) = admin_listener {
+        builder = add_listener(builder, l, http, app, shutdown, None)
+            .map_err(io("admin listen".to_string()))?;
+    }
+    let running = builder.run();
     let handle = running.handle();
     tracing::info!(
         listen = %config.listen,
