@@ -411,6 +411,21 @@ cpu_snap() {
     awk -v p="$p" '{ sub(/^.*\) /, ""); print p ":" $12 + $13 }' "/proc/$p/stat" 2>/dev/null || true
   done | tr '\n' ' '
 }
+# The kernel's TCP counters (system-wide; nothing else should run): zero-window probes (the
+# sender's persist timer fired: a connection stalled ≥ 200 ms because the client's receive
+# window stayed shut), tail-loss probes and retransmitted segments. They explain most of the
+# run-to-run spread of p99 with whole segments at 512 connections, where wrk is the bottleneck.
+tcp_snap() { # → "LOSSPROBES WINPROBES RETRANS"
+  awk '($1 == "TcpExt:" || $1 == "Tcp:") && !($1 in h) { for (i = 2; i <= NF; i++) k[$1, i] = $i; h[$1] = 1; next }
+       $1 == "TcpExt:" || $1 == "Tcp:" { for (i = 2; i <= NF; i++) v[k[$1, i]] = $i }
+       END { print v["TCPLossProbes"] + 0, v["TCPWinProbe"] + 0, v["RetransSegs"] + 0 }' /proc/net/netstat /proc/net/snmp
+}
+tcp_delta() { # BEFORE AFTER → "tcp_lossprobe=… tcp_winprobe=… tcp_retrans=…"
+  local -a a b
+  read -r -a a <<<"$1"
+  read -r -a b <<<"$2"
+  echo "tcp_lossprobe=$((b[0] - a[0])) tcp_winprobe=$((b[1] - a[1])) tcp_retrans=$((b[2] - a[2]))"
+}
 cpu_delta() { # BEFORE AFTER → "TOTAL_TICKS SPLIT" (SPLIT: per-process ticks, comma-separated)
   local -A b=()
   local kv total=0 split=''
@@ -465,8 +480,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
           SAMPLER_PID=$!
         fi
         cpu0=$(cpu_snap "$server")
+        tcp0=$(tcp_snap)
         run_wrk "$RAW/$tag.txt" "$CHECK_MEASURED" "$DUR" "$c" "$server" "$mix"
         read -r cpu_ticks cpu_split < <(cpu_delta "$cpu0" "$(cpu_snap "$server")")
+        tcp=$(tcp_delta "$tcp0" "$(tcp_snap)")
         if [[ -n $SAMPLER_PID ]]; then
           kill "$SAMPLER_PID" 2>/dev/null || true
           wait "$SAMPLER_PID" 2>/dev/null || true
@@ -479,7 +496,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         rss_end=$(tail -1 "$rssf")
         line=$(grep '^BENCH ' "$RAW/$tag.txt" | sed 's/^BENCH //')
         wc=$(sed -n 's/.* checked=\([0-9]*\) bad=\([0-9]*\) first_bad=\([^ ]*\).*/warm_checked=\1 warm_bad=\2 warm_first_bad=\3/p' <<<"$warm")
-        echo "round=$round order=$pos mix=$mix conns=$c server=$server $line $wc rss_max_kb=${rss_max:-0} rss_end_kb=${rss_end:-0} cpu_ms=$((cpu_ticks * 1000 / CLK_TCK)) cpu_split_ticks=$cpu_split" >>"$OUT/runs.txt"
+        echo "round=$round order=$pos mix=$mix conns=$c server=$server $line $wc rss_max_kb=${rss_max:-0} rss_end_kb=${rss_end:-0} cpu_ms=$((cpu_ticks * 1000 / CLK_TCK)) cpu_split_ticks=$cpu_split $tcp" >>"$OUT/runs.txt"
         python3 - "$line $((cpu_ticks * 1000 / CLK_TCK))" <<'EOF' | sed "s/^/[$n\/$runs_total] $tag: /" >&2
 import sys
 d = dict(t.split("=", 1) for t in sys.argv[1].split() if "=" in t)
