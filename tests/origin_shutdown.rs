@@ -498,3 +498,47 @@ fn second_instance_takes_over_without_failed_requests() {
         ok()
     );
 }
+
+/// On SIGTERM, a keep-alive connection idle between requests is closed when the workers stop
+/// (after the grace period), not left open until the drain timeout: the process exits long
+/// before `--drain-timeout`, and the idle client sees the connection end.
+#[test]
+fn idle_keep_alive_connections_close_at_the_stop() {
+    let mut s = Server::start(
+        &sample_root(),
+        &[
+            "--shutdown-grace",
+            "0.5",
+            "--drain-timeout",
+            "20",
+            "--keep-alive",
+            "60",
+        ],
+    );
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(idle.try_clone().unwrap());
+    let head = read_head(&mut r).unwrap().expect("a response");
+    assert_eq!(head.0, 200);
+    let mut body = [0u8; 3];
+    r.read_exact(&mut body).unwrap();
+    assert_eq!(&body, b"ok\n");
+    let t0 = Instant::now();
+    s.terminate();
+    let status = wait_for(Duration::from_secs(15), "abr serve to exit", || {
+        s.child.try_wait().unwrap()
+    });
+    let took = t0.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(10),
+        "exit took {took:?}: the idle connection was held to the drain timeout"
+    );
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    match r.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "unexpected bytes: {rest:?}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+}

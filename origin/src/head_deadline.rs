@@ -69,9 +69,13 @@ impl HeadDeadline {
         self.clock.clone()
     }
 
-    /// The server wrote to the connection.
+    /// The server wrote to the connection. A head's deadline counts from its first byte or the
+    /// last write, whichever is later, so only the first write (actix's request is answered)
+    /// and writes while a head is arriving need the time: the clock is read only for those.
     fn wrote(&mut self) {
-        self.last_write = Some(Instant::now());
+        if self.last_write.is_none() || self.clock.started.get().is_some() {
+            self.last_write = Some(Instant::now());
+        }
     }
 
     /// Reads from `io` and checks the deadline: an error closes the connection.

@@ -2,7 +2,10 @@
 //! actix-server and actix-http parts around wrapped connections), signals
 //! (SIGTERM/SIGINT: readiness off → grace period → stop accepting → drain; SIGHUP: reload TLS).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_http::error::DispatchError;
@@ -86,6 +89,7 @@ impl HttpSettings {
         self,
         addr: std::net::SocketAddr,
         shutdown: &actix_server::GracefulShutdownSignal,
+        state: &web::Data<State>,
     ) -> HttpServiceBuilder<T, S>
     where
         S: ServiceFactory<Request, Config = ()>,
@@ -93,18 +97,44 @@ impl HttpSettings {
         S::InitError: std::fmt::Debug,
         <S::Service as Service<Request>>::Future: 'static,
     {
-        let signal = shutdown.clone();
+        let (signal, state) = (shutdown.clone(), state.clone());
         HttpServiceBuilder::default()
             // As HttpServer does (a hidden actix-http API it uses too; pinned by Cargo.lock):
             // idle keep-alive connections close at once on a graceful stop.
             .graceful_shutdown_signal(move || {
                 let signal = signal.clone();
-                async move { signal.notified().await }
+                StopNotified {
+                    notified: Box::pin(async move { signal.notified().await }),
+                    state: state.clone(),
+                    registered: false,
+                }
             })
             .keep_alive(self.keep_alive)
             .client_request_timeout(self.request_timeout)
             .client_disconnect_timeout(DISCONNECT_TIMEOUT)
             .local_addr(addr)
+    }
+}
+
+/// A connection's graceful-stop notification. actix-http polls it on every wake of the
+/// connection, and tokio's `Notified` takes the lock of its `Notify` (one for all workers) on
+/// every poll. This one polls it once to register and then again only when readiness is off
+/// (the stop is near): the registered waker is the connection task's, so it is woken either way.
+struct StopNotified<F> {
+    notified: Pin<Box<F>>,
+    state: web::Data<State>,
+    registered: bool,
+}
+
+impl<F: Future<Output = ()>> Future for StopNotified<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered && self.state.ready.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        self.notified.as_mut().poll(cx)
     }
 }
 
@@ -123,6 +153,7 @@ fn add_listener<F, I, S, B>(
     settings: HttpSettings,
     app: F,
     shutdown: actix_server::GracefulShutdownSignal,
+    state: web::Data<State>,
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<actix_server::ServerBuilder>
 where
@@ -147,7 +178,7 @@ where
     let Some(tls) = tls else {
         return builder.listen(format!("abr-{addr}"), listener, move || {
             let http = settings
-                .builder::<SendfileStream, _>(addr, &shutdown)
+                .builder::<SendfileStream, _>(addr, &shutdown, &state)
                 .on_connect_ext(move |io: &SendfileStream, ext: &mut Extensions| {
                     ext.insert(io.splices());
                     ext.insert(io.head_clock());
@@ -163,7 +194,7 @@ where
     };
     builder.listen(format!("abr-tls-{addr}"), listener, move || {
         let http = settings
-            .builder::<TlsConn, _>(addr, &shutdown)
+            .builder::<TlsConn, _>(addr, &shutdown, &state)
             .on_connect_ext(move |io: &TlsConn, ext: &mut Extensions| {
                 ext.insert(io.clock());
                 ext.insert(LocalAddr(addr));
@@ -250,11 +281,12 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         http,
         app.clone(),
         shutdown.clone(),
+        state.clone(),
         tls.as_ref().map(|t| t.server_config()),
     )
     .map_err(io(format!("listen on {}", config.listen)))?;
     if let Some(l) = admin_listener {
-        builder = add_listener(builder, l, http, app, shutdown, None)
+        builder = add_listener(builder, l, http, app, shutdown, state.clone(), None)
             .map_err(io("admin listen".to_string()))?;
     }
     let running = builder.run();
