@@ -3,10 +3,11 @@
 //! actix-http arms its request-head timer (`client_request_timeout`) only for a connection's
 //! first request, and clears its keep-alive timer as soon as a byte of the next request arrives:
 //! a client that drips the head of a follow-up request would hold the connection forever. The
-//! plain-HTTP connection wrapper ([`crate::sendfile::SendfileStream`]) closes such a connection
-//! once `header_timeout` has passed since the first byte of a head arrived (or since the server
-//! last wrote, if later) without the request reaching the handlers; TLS HTTP/1.1 connections
-//! are wrapped in [`HeadTimed`] for the same deadline.
+//! connection wrapper [`HeadTimed`] (inside the plain listener's
+//! [`crate::sendfile::SendfileStream`], around the TLS stream on the TLS listener's HTTP/1.1
+//! connections) closes such a connection once `header_timeout` has passed since the first byte
+//! of a head arrived (or since the server last wrote, if later) without the request reaching
+//! the handlers.
 //!
 //! The connection's [`HeadClock`] is shared with the request middleware through the connection
 //! data: the middleware marks when a request's head has been parsed and when its handler is
@@ -165,6 +166,15 @@ impl<T> HeadTimed<T> {
     pub fn wrote(&mut self) {
         self.head.wrote();
     }
+
+    /// Notes the result of a write made around `poll_write` (bytes written count) and passes
+    /// it on.
+    pub fn written(&mut self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.head.wrote();
+        }
+        r
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for HeadTimed<T> {
@@ -186,10 +196,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadTimed<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.head.wrote();
-        }
-        r
+        this.written(r)
     }
 
     fn poll_write_vectored(
@@ -199,10 +206,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadTimed<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.head.wrote();
-        }
-        r
+        this.written(r)
     }
 
     fn is_write_vectored(&self) -> bool {

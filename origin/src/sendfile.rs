@@ -277,10 +277,7 @@ impl AsyncWrite for SendfileStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = this.poll_write_inner(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.io.wrote();
-        }
-        r
+        this.io.written(r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
