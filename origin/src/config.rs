@@ -50,7 +50,7 @@ pub struct Config {
     /// Seconds an opened package file is reused by later requests (nginx's `open_file_cache`);
     /// a replaced or removed file is served as it was for up to this long. 0 = off.
     pub open_file_cache_s: f64,
-    /// Most files kept open by that cache.
+    /// Most files kept open by that cache, per worker (as nginx's `open_file_cache max`).
     pub open_file_cache_entries: u64,
     /// Send file bodies with `sendfile(2)` on plain HTTP/1.1 connections (zero-copy, as nginx's
     /// `sendfile on`); TLS and HTTP/2 always copy.

@@ -52,6 +52,9 @@ struct HeadDeadline {
     timeout: Option<Duration>,
     last_write: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// When `timer` goes off, kept here so that a read need not touch the timer: once polled,
+    /// it stays registered with the connection's task until it goes off.
+    armed: Option<Instant>,
 }
 
 impl HeadDeadline {
@@ -62,6 +65,7 @@ impl HeadDeadline {
             timeout,
             last_write: None,
             timer: None,
+            armed: None,
         }
     }
 
@@ -97,19 +101,28 @@ impl HeadDeadline {
     ///
     /// The timer is re-armed lazily: it keeps an older, earlier deadline and, when that goes off,
     /// is moved to the current one. So a busy connection re-registers it about once per timeout,
-    /// not once per request.
+    /// not once per request, and a read before it is due only compares two instants.
     fn check(&mut self, cx: &mut Context<'_>, got: bool) -> io::Result<()> {
         // The first request is actix's (it answers 408); nothing is timed while no head is due.
         let (Some(timeout), Some(last_write)) = (self.timeout, self.last_write) else {
             return Ok(());
         };
+        let mut now = None;
         if got && !self.clock.busy.get() && self.clock.started.get().is_none() {
-            self.clock.started.set(Some(Instant::now()));
+            let t = Instant::now();
+            self.clock.started.set(Some(t));
+            now = Some(t);
         }
         let Some(first_byte) = self.clock.started.get() else {
             return Ok(());
         };
         let deadline = first_byte.max(last_write) + timeout;
+        if let Some(armed) = self.armed {
+            if armed <= deadline && now.unwrap_or_else(Instant::now) < armed {
+                // Registered, and not yet due: it will wake this task.
+                return Ok(());
+            }
+        }
         let timer = match &mut self.timer {
             Some(t) => {
                 if t.deadline() > deadline {
@@ -123,6 +136,7 @@ impl HeadDeadline {
         };
         if timer.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
+                self.armed = None;
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "request head not received within header_timeout",
@@ -132,6 +146,7 @@ impl HeadDeadline {
             timer.as_mut().reset(deadline);
             let _ = timer.as_mut().poll(cx);
         }
+        self.armed = Some(timer.deadline());
         Ok(())
     }
 }

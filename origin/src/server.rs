@@ -17,9 +17,6 @@ use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_tls::accept::TlsError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::AppConfig;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::ConnectionType;
-use actix_web::middleware::Next;
 use actix_web::{middleware, web, App};
 use tokio::net::TcpStream;
 
@@ -41,24 +38,6 @@ fn tcp_migrate_req() -> bool {
 
 /// Time between closing the listener and the graceful stop of the workers (see `serve`).
 const SETTLE: Duration = Duration::from_millis(250);
-
-/// Once readiness is off (shutdown began), every HTTP/1 response carries `Connection: close`, so
-/// keep-alive clients move to a new connection (another instance sharing the port, or another
-/// backend) during the grace period instead of being cut when the listener closes: a connection
-/// idle between two requests at that moment would be closed without an answer.
-async fn close_when_draining(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<State>>().cloned();
-    let mut res = next.call(req).await?;
-    if state.is_some_and(|s| !s.ready.load(Ordering::Relaxed)) {
-        res.response_mut()
-            .head_mut()
-            .set_connection_type(ConnectionType::Close);
-    }
-    Ok(res)
-}
 
 /// How long a client gets to close its side after the response (actix's client disconnect
 /// timeout).
@@ -244,7 +223,6 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(crate::routes::middleware))
-            .wrap(middleware::from_fn(close_when_draining))
             .configure(crate::routes::configure)
     };
     let io = |context: String| move |source| OriginError::Io { context, source };

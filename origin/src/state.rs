@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 
 use crate::compress::Coding;
@@ -25,6 +26,8 @@ pub struct State {
     pub root: crate::files::Root,
     /// Recently opened package files.
     pub open_files: crate::files::OpenCache,
+    /// `Cache-Control` of manifests and of segments (from the config, made once).
+    pub cache_control: CacheControl,
     /// False once shutdown began (/readyz answers 503).
     pub ready: AtomicBool,
     /// Metrics.
@@ -45,6 +48,26 @@ pub struct State {
     pub sessions: Sessions,
     /// Playback events seen by this node (from every node with Redis), as JSON lines.
     pub events: tokio::sync::broadcast::Sender<String>,
+}
+
+/// `Cache-Control` values by file kind.
+pub struct CacheControl {
+    /// Manifests (VOD: configurable, short by default).
+    pub manifest: HeaderValue,
+    /// Segments and init files (long-lived and immutable).
+    pub segment: HeaderValue,
+}
+
+impl CacheControl {
+    fn new(config: &Config) -> Self {
+        let manifest = format!("public, max-age={}", config.manifest_max_age_s);
+        let segment = format!("public, max-age={}, immutable", config.segment_max_age_s);
+        CacheControl {
+            manifest: HeaderValue::from_str(&manifest)
+                .unwrap_or(HeaderValue::from_static("public")),
+            segment: HeaderValue::from_str(&segment).unwrap_or(HeaderValue::from_static("public")),
+        }
+    }
 }
 
 fn weigher(_: &(PathBuf, String, Option<Coding>), v: &Bytes) -> u32 {
@@ -102,13 +125,15 @@ impl State {
             }
         };
         Ok(State {
-            // Cached descriptors never take more than a quarter of the process's allowance.
+            // Cached descriptors (every worker has its cache) never take more than a quarter
+            // of the process's allowance.
             open_files: crate::files::OpenCache::new(
                 config.open_file_cache(),
                 config
                     .open_file_cache_entries
-                    .min(crate::files::raise_fd_limit() / 4),
+                    .min(crate::files::raise_fd_limit() / 4 / config.worker_count() as u64),
             ),
+            cache_control: CacheControl::new(&config),
             root,
             ready: AtomicBool::new(true),
             metrics,

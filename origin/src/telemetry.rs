@@ -201,10 +201,10 @@ impl crate::body::SentCounter for KindCounter {
 /// Per-request facts shared between the middleware and handlers (request extensions).
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    /// Request id (taken from X-Request-Id or generated).
-    pub id: String,
     /// Client address (from X-Forwarded-For when the peer is a trusted proxy).
     pub client: std::net::IpAddr,
+    /// What was requested, for metrics and logs (set by the handler that knows).
+    pub kind: std::cell::Cell<&'static str>,
 }
 
 /// Host name for the node label.
