@@ -40,6 +40,10 @@
 #              runs too) NGINX_REUSEPORT=0 (1: `listen … reuseport`) ABR_EXTRA_ARGS='' (more
 #              `abr serve` flags, e.g. "--cache-bytes 268435456") MIXES='segments ranges manifests'
 #              CONNS='64 512' (a subset, for a focused A/B); non-default values are reported.
+#              PACED_ROUNDS=3 (0: none) PACED_FRACTION=0.5: after the rounds, paced runs at the
+#              same request rate for both servers (PACED_FRACTION of the lower closed-loop median
+#              req/s, by a per-request delay on every connection), to compare latency at equal
+#              load; reported in their own table.
 # Every process this script starts (nginx, abr, wrk, samplers) is stopped on exit and on error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +69,10 @@ ACCESS_LOG=${ACCESS_LOG:-0}
 CHECK_MEASURED=${CHECK_MEASURED:-0}
 NGINX_REUSEPORT=${NGINX_REUSEPORT:-0}
 ABR_EXTRA_ARGS=${ABR_EXTRA_ARGS:-}
+PACED_ROUNDS=${PACED_ROUNDS:-3}
+PACED_FRACTION=${PACED_FRACTION:-0.5}
+[[ $PACED_ROUNDS =~ ^[0-9]+$ ]] || die "PACED_ROUNDS must be an integer >= 0"
+[[ $PACED_FRACTION =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "PACED_FRACTION must be in (0, 1]"
 read -r -a ABR_EXTRA <<<"$ABR_EXTRA_ARGS"
 [[ $WARMUP_S =~ ^[0-9]+$ && $WARMUP_S -ge 1 ]] || die "WARMUP_S must be an integer >= 1"
 [[ $WORKERS =~ ^[0-9]+$ && $WORKERS -ge 1 ]] || die "WORKERS must be an integer >= 1"
@@ -395,14 +403,15 @@ run_wrk() { # OUTFILE CHECK(0|1) SECONDS CONNS SERVER MIX
   read -r -a args <<<"$(mix_args "$mix")"
   local cmdline=(wrk -t"$THREADS" -c"$c" -d"${secs}s" --timeout 30s --latency -s "$(mix_script "$mix")"
     "http://127.0.0.1:$(port_of "$server")" -- "${args[@]}")
-  printf '# BENCH_CHECK=%s %s\n' "$check" "${cmdline[*]}" >"$out"
-  BENCH_CHECK=$check "${cmdline[@]}" >>"$out" 2>&1 &
+  printf '# BENCH_CHECK=%s BENCH_DELAY_MS=%s %s\n' "$check" "$DELAY_MS" "${cmdline[*]}" >"$out"
+  BENCH_CHECK=$check BENCH_DELAY_MS=$DELAY_MS "${cmdline[@]}" >>"$out" 2>&1 &
   WRK_PID=$!
   wait "$WRK_PID" || die "wrk failed: $(tail -3 "$out")"
   WRK_PID=''
   grep -q '^BENCH ' "$out" || die "no BENCH line in $out"
-  LAST_CMD="BENCH_CHECK=$check ${cmdline[*]}"
+  if ((DELAY_MS > 0)); then LAST_CMD="BENCH_CHECK=$check BENCH_DELAY_MS=$DELAY_MS ${cmdline[*]}"; else LAST_CMD="BENCH_CHECK=$check ${cmdline[*]}"; fi
 }
+DELAY_MS=0
 
 # CPU time (utime + stime, all threads) of each server process: "PID:TICKS …".
 cpu_snap() {
@@ -447,8 +456,9 @@ sample_rss() { # SERVER FILE: every 0.5 s until killed
 }
 
 : >"$OUT/runs.txt"
+: >"$OUT/paced.txt"
 runs_total=$((ROUNDS * ${#MIXES[@]} * ${#CONNS[@]} * 2))
-eta=$((runs_total * (DUR + WARMUP_S + 2)))
+eta=$((runs_total * (DUR + WARMUP_S + 2) + PACED_ROUNDS * ${#MIXES[@]} * ${#CONNS[@]} * 2 * (DUR + 1)))
 log "$runs_total measured runs of ${DUR}s (+${WARMUP_S}s checked warm-up each): about $((eta / 60)) min $((eta % 60)) s"
 {
   echo "Load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -511,6 +521,49 @@ EOF
     done
   done
 done
+# Paced runs: the same request rate for both servers, below either's capacity (PACED_FRACTION of
+# the lower of the two closed-loop medians above): each connection waits DELAY_MS before each
+# request. In wrk's closed loop the client shares the CPUs and saturates, so a faster server
+# also loads the client harder and its p99 then includes the client's queueing; at the same rate
+# the p99 is the servers'.
+paced_delay() { # MIX CONNS → delay in ms per request per connection
+  python3 - "$OUT/runs.txt" "$1" "$2" "$PACED_FRACTION" <<'EOF'
+import statistics, sys
+runs, mix, conns, frac = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+rps = {"nginx": [], "abr": []}
+for line in open(runs):
+    d = dict(t.split("=", 1) for t in line.split() if "=" in t)
+    if d.get("mix") == mix and d.get("conns") == conns and d.get("server") in rps:
+        rps[d["server"]].append(int(d["requests"]) / (int(d["duration_us"]) / 1e6))
+target = frac * min(statistics.median(v) for v in rps.values())
+print(max(1, round(int(conns) * 1000 / target)))
+EOF
+}
+if ((PACED_ROUNDS > 0)); then
+  paced_total=$((PACED_ROUNDS * ${#MIXES[@]} * ${#CONNS[@]} * 2))
+  log "$paced_total paced runs of ${DUR}s (the same request rate for both servers)"
+  n=0
+  for ((round = 1; round <= PACED_ROUNDS; round++)); do
+    if ((round % 2)); then order=(nginx abr); else order=(abr nginx); fi
+    for mix in "${MIXES[@]}"; do
+      for c in "${CONNS[@]}"; do
+        DELAY_MS=$(paced_delay "$mix" "$c")
+        for server in "${order[@]}"; do
+          n=$((n + 1))
+          tag="p${round}-${mix}-c${c}-${server}"
+          run_wrk "$RAW/$tag.txt" 0 "$DUR" "$c" "$server" "$mix"
+          if [[ -z ${recorded[paced-$mix-$c-$server]:-} ]]; then cmd "$LAST_CMD   # paced"; recorded[paced-$mix-$c-$server]=1; fi
+          line=$(grep '^BENCH ' "$RAW/$tag.txt" | sed 's/^BENCH //')
+          echo "round=$round mix=$mix conns=$c server=$server delay_ms=$DELAY_MS $line" >>"$OUT/paced.txt"
+          log "[$n/$paced_total] $tag (delay ${DELAY_MS} ms): $(sed 's/.*p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/p50 \1 µs, p99 \2 µs/' <<<"$line")"
+          sleep 0.5
+        done
+      done
+    done
+  done
+  DELAY_MS=0
+fi
+
 sleep 2
 IDLE_END_ABR=$(rss_kb abr)
 IDLE_END_NGINX=$(rss_kb nginx)

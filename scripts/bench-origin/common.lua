@@ -13,6 +13,8 @@
 -- it; those are checked by wrk's own counters (socket errors, status > 399) and by bytes per
 -- response (see report.py).
 --
+-- BENCH_DELAY_MS paces the requests (see below).
+--
 -- done() prints one machine-readable line:
 --   BENCH requests=… bytes=… duration_us=… p50_us=… p99_us=… … checked=… bad=… first_bad=…
 
@@ -50,6 +52,16 @@ function header(headers, name)
     if string.lower(k) == name then return v end
   end
   return nil
+end
+
+-- With BENCH_DELAY_MS > 0 every connection waits that long before each request (wrk's `delay`
+-- hook): a paced load below both servers' capacity, so that latency is compared at the same
+-- request rate rather than with the client saturated.
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0
+if pace > 0 then
+  function delay()
+    return pace
+  end
 end
 
 if os.getenv("BENCH_CHECK") == "1" then

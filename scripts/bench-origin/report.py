@@ -49,8 +49,8 @@ def fmt_ms(us):
     return f"{ms:.2f}"
 
 
-def problems(run, mixinfo):
-    """Why a measured run (with its warm-up) is suspect; empty when it looks right."""
+def problems(run, mixinfo, warm=True):
+    """Why a measured run (with its warm-up, if `warm`) is suspect; empty when it looks right."""
     out = []
     errs = {k: int(num(run, "err_" + k)) for k in ("connect", "read", "write", "timeout", "status")}
     sock = {k: v for k, v in errs.items() if k != "status" and v}
@@ -58,13 +58,13 @@ def problems(run, mixinfo):
         out.append("socket errors " + ",".join(f"{k}={v}" for k, v in sock.items()))
     if errs["status"]:
         out.append(f"{errs['status']} responses ≥400")
-    if int(num(run, "warm_bad")):
+    if warm and int(num(run, "warm_bad")):
         out.append(f"warm-up: {int(num(run, 'warm_bad'))}/{int(num(run, 'warm_checked'))} "
                    f"bad responses (first: {run.get('warm_first_bad', '?')})")
     if int(num(run, "bad")):
         out.append(f"measured run (CHECK_MEASURED=1): {int(num(run, 'bad'))}/{int(num(run, 'checked'))} "
                    f"bad responses (first: {run.get('first_bad', '?')})")
-    if int(num(run, "warm_checked")) == 0:
+    if warm and int(num(run, "warm_checked")) == 0:
         out.append("warm-up checked no response")
     req = num(run, "requests")
     if req <= 0:
@@ -204,6 +204,52 @@ def main():
             if n and a:
                 L.append(f"| {mix} | {c} | {n['winprobe_k']:.1f} | {a['winprobe_k']:.1f} |")
     L.append("")
+
+    # Paced runs: latency at the same request rate.
+    paced = [parse_kv(l) for l in read(os.path.join(out_dir, "paced.txt")).splitlines() if l.strip()]
+    if paced:
+        for r in paced:
+            dur = num(r, "duration_us") / 1e6 or 1.0
+            r["rps"] = num(r, "requests") / dur
+            r["problems"] = problems(r, mixinfo, warm=False)
+        prounds = sorted({int(r["round"]) for r in paced})
+        L.append(f"## Latency at the same request rate (paced, medians of {len(prounds)} "
+                 f"round{'s' if len(prounds) != 1 else ''})")
+        L.append("")
+        L.append("In the closed loop above, wrk shares the CPUs with the server and saturates: a "
+                 "faster server loads the client harder, and the p99 then includes the client's own "
+                 "queueing. Here every connection waits a fixed delay before each request, so both "
+                 "servers get the same request rate, about half the lower closed-loop throughput of "
+                 "the two (the delay is whole milliseconds, so the rate is approximate); p50/p99 are "
+                 "then the servers' latency at equal load.")
+        L.append("")
+        L.append("| mix | conns | delay ms | nginx req/s | abr req/s | nginx p50 / p99 ms | abr p50 / p99 ms | p99 abr/nginx | rounds abr p99 ≤ nginx | check |")
+        L.append("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |")
+        for mix in mix_order:
+            for c in conns_order:
+                g = {s: [r for r in paced if r["mix"] == mix and int(r["conns"]) == c and r["server"] == s]
+                     for s in servers}
+                if not g["nginx"] or not g["abr"]:
+                    continue
+                m = {s: {"rps": statistics.median(r["rps"] for r in g[s]),
+                         "p50": statistics.median(num(r, "p50_us") for r in g[s]),
+                         "p99": statistics.median(num(r, "p99_us") for r in g[s])} for s in servers}
+                wins = pairs = 0
+                for rd in prounds:
+                    a = [r for r in g["abr"] if int(r["round"]) == rd]
+                    n = [r for r in g["nginx"] if int(r["round"]) == rd]
+                    if a and n:
+                        pairs += 1
+                        wins += num(a[0], "p99_us") <= num(n[0], "p99_us")
+                rp = m["abr"]["p99"] / m["nginx"]["p99"] if m["nginx"]["p99"] else float("nan")
+                probs = [f"{r['server']} r{r['round']}: " + "; ".join(r["problems"])
+                         for s in servers for r in g[s] if r["problems"]]
+                check = "ok" if not probs else "⚠ " + " / ".join(probs)
+                L.append(f"| {mix} | {c} | {g['abr'][0].get('delay_ms', '?')} | {m['nginx']['rps']:.0f} | "
+                         f"{m['abr']['rps']:.0f} | {fmt_ms(m['nginx']['p50'])} / {fmt_ms(m['nginx']['p99'])} | "
+                         f"{fmt_ms(m['abr']['p50'])} / {fmt_ms(m['abr']['p99'])} | **{rp:.2f}×** | "
+                         f"{wins} of {pairs} | {check} |")
+        L.append("")
 
     # RSS.
     L.append("## Memory (RSS)")
