@@ -1,7 +1,8 @@
 //! Request handling: the package-file handler (Range, conditional requests, compression,
 //! caching headers), health and readiness, the player page, operator endpoints, CORS preflight,
-//! and the middleware that assigns request ids, resolves client addresses, adds CORS headers,
-//! counts metrics and writes the JSON access log.
+//! and the middleware that assigns request ids, resolves client addresses, hands package paths
+//! straight to their handler (the router only sees the named routes), adds CORS headers, asks
+//! clients to reconnect while draining, counts metrics and writes the JSON access log.
 
 use std::cell::Cell;
 use std::rc::Rc;
