@@ -210,7 +210,12 @@ pub struct OpenCache {
 }
 
 /// One thread's open files by path under ROOT, with when each was opened.
-type OpenMap = HashMap<String, (Instant, Arc<Opened>)>;
+#[derive(Default)]
+struct OpenMap {
+    files: HashMap<String, (Instant, Arc<Opened>)>,
+    /// When expired entries were last dropped.
+    swept: Option<Instant>,
+}
 
 /// A package file resolved inside ROOT and opened, with its validators.
 #[derive(Debug)]
@@ -244,11 +249,21 @@ impl OpenCache {
             }
             key.push_str(seg.as_ref());
         }
-        let map = self.maps.get_or(Default::default);
+        let cell = self.maps.get_or(Default::default);
         let now = Instant::now();
-        if let Some((opened_at, hit)) = map.borrow().get(&key) {
-            if now.saturating_duration_since(*opened_at) < self.ttl {
-                return Ok(hit.clone());
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < self.ttl;
+        {
+            let mut map = cell.borrow_mut();
+            // Expired entries are dropped once per TTL, so that files deleted under ROOT are
+            // closed (and their space freed) soon after, not when the map fills up.
+            if map.swept.is_none_or(|t| !fresh(&t)) {
+                map.files.retain(|_, (at, _)| fresh(at));
+                map.swept = Some(now);
+            }
+            if let Some((opened_at, hit)) = map.files.get(&key) {
+                if fresh(opened_at) {
+                    return Ok(hit.clone());
+                }
             }
         }
         let (resolved, mut entity) = open_in(root, segs)?;
@@ -256,17 +271,14 @@ impl OpenCache {
             entity.bytes = read_whole(&entity.file, entity.len).ok();
         }
         let opened = Arc::new(Opened { resolved, entity });
-        let mut map = map.borrow_mut();
-        if map.len() >= self.entries && !map.contains_key(&key) {
-            // Full: drop what expired, else any one entry (the next miss reopens it).
-            map.retain(|_, (at, _)| now.saturating_duration_since(*at) < self.ttl);
-            if map.len() >= self.entries {
-                if let Some(k) = map.keys().next().cloned() {
-                    map.remove(&k);
-                }
+        let mut map = cell.borrow_mut();
+        if map.files.len() >= self.entries && !map.files.contains_key(&key) {
+            // Full of fresh entries: drop any one (the next miss reopens it).
+            if let Some(k) = map.files.keys().next().cloned() {
+                map.files.remove(&k);
             }
         }
-        map.insert(key, (now, opened.clone()));
+        map.files.insert(key, (now, opened.clone()));
         Ok(opened)
     }
 }
@@ -580,6 +592,31 @@ mod tests {
     }
 
     #[test]
+    fn open_cache_closes_expired_files_no_longer_asked_for() {
+        let t = tempfile::tempdir().unwrap();
+        let hls = t.path().join("pkg/hls");
+        std::fs::create_dir_all(&hls).unwrap();
+        std::fs::write(hls.join("old.ts"), b"gone soon").unwrap();
+        std::fs::write(hls.join("new.ts"), b"asked for").unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let cache = OpenCache::new(Duration::from_millis(100), 16);
+        let open = |name: &str| {
+            let segs = segments(&format!("/pkg/hls/{name}")).unwrap();
+            cache.open(&root, &segs).unwrap()
+        };
+        let old = Arc::downgrade(&open("old.ts"));
+        std::fs::remove_file(hls.join("old.ts")).unwrap();
+        let start = Instant::now();
+        // Once its TTL has passed, a request for another file closes the deleted one.
+        while old.upgrade().is_some() {
+            assert!(start.elapsed() < Duration::from_secs(5), "never closed");
+            assert_eq!(open("new.ts").entity.len, 9);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
     fn open_cache_keeps_at_most_its_entries_per_thread() {
         let t = tempfile::tempdir().unwrap();
         let hls = t.path().join("pkg/hls");
@@ -601,7 +638,7 @@ mod tests {
                 assert_eq!(o.entity.bytes.as_deref(), Some(&vec![b'x'; i + 1][..]));
             }
         }
-        let held = |c: &OpenCache| c.maps.get().map_or(0, |m| m.borrow().len());
+        let held = |c: &OpenCache| c.maps.get().map_or(0, |m| m.borrow().files.len());
         assert_eq!(held(&cache), 2);
         // A hit is the same opened file; another thread has its own map.
         assert!(Arc::ptr_eq(&open(4), &open(4)));
