@@ -496,6 +496,8 @@ const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// `X-Request-Id`.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Valid client-supplied request ids are echoed; others are replaced by 128 random bits in hex.
 fn request_id(h: &HeaderMap) -> HeaderValue {
@@ -530,7 +532,7 @@ pub async fn middleware(
     let client = match &state {
         Some(s) => crate::limits::client_ip(
             peer,
-            header_str(req.headers(), HeaderName::from_static("x-forwarded-for")),
+            header_str(req.headers(), X_FORWARDED_FOR),
             &s.config.trusted_proxies,
         ),
         None => peer,

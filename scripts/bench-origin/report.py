@@ -90,28 +90,31 @@ def main():
         if len(p) == 3:
             mixinfo[p[0]] = (int(p[1]), int(p[2]))
             mix_order.append(p[0])
-    for r in runs:
-        dur = num(r, "duration_us") / 1e6 or 1.0
-        r["rps"] = num(r, "requests") / dur
-        r["mibs"] = num(r, "bytes") / dur / 1048576.0
-        r["problems"] = problems(r, mixinfo)
-        r["cpu_pct"] = num(r, "cpu_ms") / 10.0 / dur
-        r["cpu_us_req"] = num(r, "cpu_ms") * 1000.0 / num(r, "requests") if num(r, "requests") else 0.0
+    # Paced runs (no warm-up, no CPU sampling): latency at the same request rate.
+    paced = [parse_kv(l) for l in read(os.path.join(out_dir, "paced.txt")).splitlines() if l.strip()]
+    for warm, rs in ((True, runs), (False, paced)):
+        for r in rs:
+            dur = num(r, "duration_us") / 1e6 or 1.0
+            r["rps"] = num(r, "requests") / dur
+            r["mibs"] = num(r, "bytes") / dur / 1048576.0
+            r["problems"] = problems(r, mixinfo, warm=warm)
+            r["cpu_pct"] = num(r, "cpu_ms") / 10.0 / dur
+            r["cpu_us_req"] = num(r, "cpu_ms") * 1000.0 / num(r, "requests") if num(r, "requests") else 0.0
 
     conns_order = sorted({int(r["conns"]) for r in runs})
     servers = ["nginx", "abr"]
     rounds = sorted({int(r["round"]) for r in runs})
 
-    def group(mix, conns, server):
-        return [r for r in runs if r["mix"] == mix and int(r["conns"]) == conns and r["server"] == server]
+    def group(mix, conns, server, rs=runs):
+        return [r for r in rs if r["mix"] == mix and int(r["conns"]) == conns and r["server"] == server]
 
-    def paired(mix, conns):
+    def paired(mix, conns, rs=runs):
         """Per round, abr's p99 against nginx's in the same round: (rounds where abr ≤ nginx,
         rounds, median of the per-round ratios)."""
         ratios = []
-        for rd in rounds:
-            a = [r for r in group(mix, conns, "abr") if int(r["round"]) == rd]
-            n = [r for r in group(mix, conns, "nginx") if int(r["round"]) == rd]
+        for rd in sorted({int(r["round"]) for r in rs}):
+            a = [r for r in group(mix, conns, "abr", rs) if int(r["round"]) == rd]
+            n = [r for r in group(mix, conns, "nginx", rs) if int(r["round"]) == rd]
             if a and n and num(n[0], "p99_us"):
                 ratios.append(num(a[0], "p99_us") / num(n[0], "p99_us"))
         if not ratios:
@@ -206,12 +209,7 @@ def main():
     L.append("")
 
     # Paced runs: latency at the same request rate.
-    paced = [parse_kv(l) for l in read(os.path.join(out_dir, "paced.txt")).splitlines() if l.strip()]
     if paced:
-        for r in paced:
-            dur = num(r, "duration_us") / 1e6 or 1.0
-            r["rps"] = num(r, "requests") / dur
-            r["problems"] = problems(r, mixinfo, warm=False)
         prounds = sorted({int(r["round"]) for r in paced})
         L.append(f"## Latency at the same request rate (paced, medians of {len(prounds)} "
                  f"round{'s' if len(prounds) != 1 else ''})")
@@ -227,20 +225,13 @@ def main():
         L.append("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |")
         for mix in mix_order:
             for c in conns_order:
-                g = {s: [r for r in paced if r["mix"] == mix and int(r["conns"]) == c and r["server"] == s]
-                     for s in servers}
+                g = {s: group(mix, c, s, paced) for s in servers}
                 if not g["nginx"] or not g["abr"]:
                     continue
                 m = {s: {"rps": statistics.median(r["rps"] for r in g[s]),
                          "p50": statistics.median(num(r, "p50_us") for r in g[s]),
                          "p99": statistics.median(num(r, "p99_us") for r in g[s])} for s in servers}
-                wins = pairs = 0
-                for rd in prounds:
-                    a = [r for r in g["abr"] if int(r["round"]) == rd]
-                    n = [r for r in g["nginx"] if int(r["round"]) == rd]
-                    if a and n:
-                        pairs += 1
-                        wins += num(a[0], "p99_us") <= num(n[0], "p99_us")
+                wins, pairs, _ = paired(mix, c, paced)
                 rp = m["abr"]["p99"] / m["nginx"]["p99"] if m["nginx"]["p99"] else float("nan")
                 probs = [f"{r['server']} r{r['round']}: " + "; ".join(r["problems"])
                          for s in servers for r in g[s] if r["problems"]]
