@@ -22,14 +22,25 @@ struct Cluster {
     nodes: Vec<SocketAddr>,
 }
 
-/// `n` consecutive free loopback ports.
-fn free_ports(n: u16) -> u16 {
-    loop {
+/// The cluster's loopback ports, all distinct: `n` consecutive node ports (the first is
+/// returned), then nginx's and Redis's. Every port stays bound until all are chosen, since a
+/// port just released can be handed out again by the next bind to port 0.
+fn cluster_ports(n: u16) -> (u16, u16, u16) {
+    let any = || TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    let (base, _nodes) = loop {
         let base = free_port();
-        if base < 60000 && (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
+        if base < 60000 {
+            let held: Result<Vec<_>, _> = (0..n)
+                .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+                .collect();
+            if let Ok(held) = held {
+                break (base, held);
+            }
         }
-    }
+    };
+    let (nginx, redis) = (any(), any());
+    (base, port(&nginx), port(&redis))
 }
 
 impl Cluster {
@@ -39,8 +50,7 @@ impl Cluster {
             .tempdir_in(common::fixture_dir())
             .unwrap()
             .keep();
-        let base = free_ports(3);
-        let nginx = free_port();
+        let (base, nginx, redis) = cluster_ports(3);
         let env: Vec<(String, String)> = [
             ("ABR_BIN", env!("CARGO_BIN_EXE_abr").to_string()),
             ("CLUSTER_DIR", dir.to_str().unwrap().to_string()),
@@ -48,7 +58,7 @@ impl Cluster {
             ("CLUSTER_NODES", "3".into()),
             ("CLUSTER_PORT", nginx.to_string()),
             ("CLUSTER_NODE_BASE_PORT", base.to_string()),
-            ("CLUSTER_REDIS_PORT", free_port().to_string()),
+            ("CLUSTER_REDIS_PORT", redis.to_string()),
             (
                 "CLUSTER_EXTRA_ARGS",
                 format!(
