@@ -460,11 +460,13 @@ fn decode_all(
     };
     let mut read_error = None;
     let mut dropped_audio = 0u64;
-    let mut pkt = ff::Packet::empty();
     loop {
         if abort.load(Ordering::Relaxed) {
             return Err(PackageError::Aborted);
         }
+        // A fresh packet per read: FFmpeg 5.1's ff_read_packet resets a reused packet with
+        // av_init_packet without unreferencing its buffer, leaking every packet read.
+        let mut pkt = ff::Packet::empty();
         match pkt.read(&mut input) {
             Ok(()) => {}
             Err(ff::Error::Eof) => break,
