@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use packager::{Formats, Job, LadderSpec, ProgressMode};
+use clap::{Parser, Subcommand};
+
+mod cmds;
 
 #[derive(Parser)]
 #[command(
@@ -23,8 +24,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Transcode INPUT once into an aligned H.264/AAC ladder and write HLS and DASH to --out.
-    Package(PackageArgs),
+    /// Transcode INPUT once into an aligned H.264/AAC ladder and write HLS and DASH to --out
+    /// (plan + every task on an in-process pool + assemble; resumes an interrupted run).
+    Package(cmds::package::Args),
+    /// Probe INPUT once and write the job's plan beside --out; the last line says `tasks: N`.
+    Plan(cmds::plan::Args),
+    /// Run one task of a plan (a video shard or the audio task), e.g. one array-job index.
+    Shard(cmds::shard::Args),
+    /// Check every task of a plan and publish the package atomically.
+    Assemble(cmds::assemble::Args),
     /// Serve the packages under --root over HTTP (Range, caching, CORS, limits, metrics).
     Serve(Box<ServeArgs>),
     /// Print a signed URL prefix for a package (for `signing_key` deployments).
@@ -144,40 +152,6 @@ struct SignArgs {
     ttl: u64,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum ProgressArg {
-    /// A progress bar when stderr is a terminal.
-    Auto,
-    /// One JSON object per line on stdout.
-    Json,
-    /// No progress output.
-    None,
-}
-
-#[derive(clap::Args)]
-struct PackageArgs {
-    /// Source video file.
-    input: PathBuf,
-    /// Package directory to create (published atomically when complete).
-    #[arg(long, short)]
-    out: PathBuf,
-    /// Ladder file (TOML); the default ladder is derived from the source.
-    #[arg(long)]
-    ladder: Option<PathBuf>,
-    /// Nominal segment duration in seconds (1–60).
-    #[arg(long, default_value_t = 4.0)]
-    segment_duration: f64,
-    /// Formats to write: hls, dash, or both (comma-separated).
-    #[arg(long, default_value = "hls,dash", value_delimiter = ',')]
-    formats: Vec<String>,
-    /// Replace --out if it already exists.
-    #[arg(long)]
-    force: bool,
-    /// Progress output.
-    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-    progress: ProgressArg,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve(_) = cli.command {
@@ -220,7 +194,10 @@ fn init_logs(filter: &str, json: bool) {
 
 fn run(cmd: Command, log: &str) -> Result<()> {
     match cmd {
-        Command::Package(a) => package(a),
+        Command::Package(a) => cmds::package::run(a),
+        Command::Plan(a) => cmds::plan::run(a),
+        Command::Shard(a) => cmds::shard::run(a),
+        Command::Assemble(a) => cmds::assemble::run(a),
         Command::Serve(a) => serve(*a, log),
         Command::Monitor(a) => {
             if !(a.interval.is_finite() && a.interval >= 0.1) {
@@ -309,54 +286,5 @@ fn serve(a: ServeArgs, log: &str) -> Result<()> {
     };
     init_logs(filter, c.log_format == "json");
     origin::run(c)?;
-    Ok(())
-}
-
-fn package(a: PackageArgs) -> Result<()> {
-    let mut formats = Formats {
-        hls: false,
-        dash: false,
-    };
-    for f in &a.formats {
-        match f.trim() {
-            "hls" => formats.hls = true,
-            "dash" => formats.dash = true,
-            other => bail!("unknown format '{other}' in --formats (expected hls, dash)"),
-        }
-    }
-    let ladder = match &a.ladder {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read ladder file {}", p.display()))?;
-            LadderSpec::from_toml(&text).with_context(|| format!("ladder file {}", p.display()))?
-        }
-        None => LadderSpec::default(),
-    };
-    let progress = match a.progress {
-        ProgressArg::Auto => ProgressMode::Auto,
-        ProgressArg::Json => ProgressMode::Json,
-        ProgressArg::None => ProgressMode::Quiet,
-    };
-    let job = Job {
-        input: a.input,
-        out: a.out,
-        ladder,
-        segment_duration: a.segment_duration,
-        formats,
-        force: a.force,
-        progress,
-    };
-    let s = packager::run(&job)?;
-    if progress != ProgressMode::Json {
-        let n = s.info.hls.len().max(s.info.dash_video.len());
-        eprintln!(
-            "abr: packaged {} ({:.1} s, {n} renditions) in {:.1} s ({:.2}× realtime) → {}",
-            s.probe.path.display(),
-            s.info.duration_secs,
-            s.elapsed.as_secs_f64(),
-            s.info.duration_secs / s.elapsed.as_secs_f64().max(1e-3),
-            s.out.display()
-        );
-    }
     Ok(())
 }

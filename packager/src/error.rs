@@ -89,6 +89,35 @@ pub enum PackageError {
     /// Manifest writing failed.
     #[error("manifest: {0}")]
     Manifest(String),
+    /// The plan file is missing, corrupt or from another version.
+    #[error("plan {path}: {reason}")]
+    Plan {
+        /// plan.json.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The source is not the file that was planned.
+    #[error("source {0} changed since it was planned (size, time or content): plan again")]
+    SourceChanged(PathBuf),
+    /// One task failed.
+    #[error("task {index}: {reason}")]
+    Task {
+        /// Task index.
+        index: usize,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Tasks missing or corrupt at assembly.
+    #[error("cannot assemble {out}: {detail}")]
+    Incomplete {
+        /// Package directory.
+        out: PathBuf,
+        /// Which tasks, and why (e.g. `task 3 missing; task 5 corrupt: …`).
+        detail: String,
+        /// Indices of the tasks to run again.
+        tasks: Vec<usize>,
+    },
     /// The job was interrupted by another worker's failure.
     #[error("aborted")]
     Aborted,

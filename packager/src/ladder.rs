@@ -15,7 +15,7 @@
 //! channels = 2
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{PackageError, Result};
 
@@ -24,7 +24,7 @@ use crate::error::{PackageError, Result};
 pub const DEFAULT_PRESET: &str = "veryfast";
 
 /// One video rung as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoRungSpec {
     /// Name (directory and representation id); default `<height>p`.
@@ -40,7 +40,7 @@ pub struct VideoRungSpec {
 }
 
 /// Audio settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AudioSpec {
     /// AAC-LC bitrate in kbit/s.
@@ -62,7 +62,7 @@ impl Default for AudioSpec {
 }
 
 /// A whole ladder as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LadderSpec {
     /// x264 preset.
@@ -184,7 +184,7 @@ impl LadderSpec {
 }
 
 /// A rung fitted to the source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rung {
     /// Directory / representation name.
     pub name: String,

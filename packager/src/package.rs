@@ -12,7 +12,7 @@ pub fn segment_file_name(number: u32, ext: &str) -> String {
 }
 
 /// An exact rational number (frame rates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ratio {
     /// Numerator.
     pub num: u32,

@@ -27,6 +27,8 @@ pub struct VideoSource {
     pub frame_rate: Ratio,
     /// Source pixel format name (e.g. `yuv420p10le`).
     pub pixel_format: String,
+    /// Stream time base.
+    pub time_base: Rational,
 }
 
 impl VideoSource {
@@ -53,6 +55,8 @@ pub struct AudioSource {
     pub sample_rate: u32,
     /// Channel count.
     pub channels: u32,
+    /// Stream time base.
+    pub time_base: Rational,
 }
 
 /// Description of an input file.
@@ -172,6 +176,7 @@ pub(crate) fn describe(path: &Path, input: &format::context::Input) -> Result<Pr
                 codec: codec_name(id),
                 sample_rate: rate as u32,
                 channels: channels as u32,
+                time_base: s.time_base(),
             })
         });
 
@@ -208,6 +213,7 @@ pub(crate) fn describe(path: &Path, input: &format::context::Input) -> Result<Pr
             rotation,
             frame_rate,
             pixel_format,
+            time_base: vstream.time_base(),
         },
         audio,
     })

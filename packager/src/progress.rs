@@ -90,6 +90,15 @@ impl Progress {
         }
     }
 
+    /// Prints one JSON event line (JSON mode only).
+    pub fn event(&self, line: serde_json::Value) {
+        if self.mode == ProgressMode::Json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
     /// Ends the bar; prints a final JSON line with the output path on success.
     pub fn finish(self, out: Option<&std::path::Path>) {
         if let Some(b) = &self.bar {

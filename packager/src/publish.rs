@@ -29,11 +29,28 @@ fn staging_prefix(target: &Path) -> Result<(PathBuf, String)> {
     Ok((parent, format!(".{name}.abr-staging.")))
 }
 
-fn pid_alive(pid: i32) -> bool {
+/// Whether process `pid` exists on this machine.
+pub(crate) fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Refuses a target whose nearest existing ancestor is not a directory (nothing can be made).
+pub fn check_parent(target: &Path) -> Result<()> {
+    let (parent, _) = staging_prefix(target)?;
+    if let Some(file) = parent
+        .ancestors()
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())
+    {
+        return Err(PackageError::Write {
+            path: target.to_path_buf(),
+            source: std::io::Error::other(format!("{} is not a directory", file.display())),
+        });
+    }
+    Ok(())
 }
 
 impl Staging {
@@ -49,16 +66,7 @@ impl Staging {
             });
         }
         let (parent, prefix) = staging_prefix(target)?;
-        if let Some(file) = parent
-            .ancestors()
-            .find(|a| a.exists())
-            .filter(|a| !a.is_dir())
-        {
-            return Err(PackageError::Write {
-                path: target.to_path_buf(),
-                source: std::io::Error::other(format!("{} is not a directory", file.display())),
-            });
-        }
+        check_parent(target)?;
         fs::create_dir_all(&parent).write_ctx(&parent)?;
         // Clean staging directories left by killed jobs (their pid is gone).
         if let Ok(entries) = fs::read_dir(&parent) {
@@ -113,7 +121,8 @@ impl Staging {
     }
 }
 
-fn sync_dir(p: &Path) {
+/// fsyncs a directory (its entries survive a crash).
+pub(crate) fn sync_dir(p: &Path) {
     if let Ok(f) = fs::File::open(p) {
         let _ = f.sync_all();
     }

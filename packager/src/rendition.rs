@@ -1,44 +1,41 @@
-//! Per-rendition workers: the muxing state machines that turn encoded packets into aligned
-//! segments. One video worker per rung (scale → x264 → TS + fMP4, audio muxed into the TS), one
-//! audio worker for the DASH audio representation. Encode once, package twice.
+//! Per-rendition workers of a shard: one video worker per rung (scale → x264 → the rung's packet
+//! file for the TS muxer of `assemble`, and its fMP4 segments), and the DASH audio writer of the
+//! audio task. Encode once, package twice.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use ff::{frame, Rational};
+use ff::frame;
 use ffmpeg_next as ff;
 
 use crate::codec;
 use crate::error::{IoContext, PackageError, Result};
 use crate::ladder::Rung;
 use crate::mux::fmp4::{self, TrackConfig, TrackKind};
-use crate::mux::ts::{TsAudio, TsWriter};
 use crate::mux::Sample;
-use crate::package::{segment_file_name, DashRepresentation, Ratio, Segment, VideoInfo};
+use crate::package::{segment_file_name, Ratio, Segment};
+use crate::packets::{write_durable, FileDigest, PacketWriter};
 use crate::segment::Boundaries;
 use crate::transcode::encode::{RungEncoder, X264Settings};
+use crate::work::{RungRecord, SegmentRecord};
 
-/// Work for a video worker, in source order.
-pub enum RungMsg {
-    /// A decoded, upright, constant-rate frame (pts = frame index) and whether it starts a segment.
-    Frame(Arc<frame::Video>, bool),
-    /// An encoded AAC packet (time base 1/sample_rate) to mux into the TS rendition.
-    Audio(Arc<ff::Packet>),
-}
+/// Name of a rung's packet file in a shard.
+pub const VIDEO_PACKETS: &str = "video.pkt";
+/// Name of the audio task's packet file.
+pub const AUDIO_PACKETS: &str = "audio.pkt";
 
-/// The encoded audio track as the muxers need it.
-#[derive(Debug, Clone)]
-pub struct AudioTrack {
-    /// AudioSpecificConfig.
-    pub asc: Vec<u8>,
-    /// Sample rate (audio packets are timestamped in 1/sample_rate).
-    pub sample_rate: u32,
-    /// Channels.
-    pub channels: u32,
+/// A decoded, upright frame to encode as output frame `index`, and whether it starts a segment.
+pub struct FrameMsg {
+    /// The picture (shared by every rung; the same picture may be sent for several indices).
+    pub frame: Arc<frame::Video>,
+    /// Output frame index.
+    pub index: u64,
+    /// Starts a segment (forced IDR).
+    pub idr: bool,
 }
 
 /// Timescale used for a frame rate in fMP4 and manifests, and the ticks per frame.
@@ -49,27 +46,8 @@ pub fn video_timescale(fr: Ratio) -> (u32, u64) {
 }
 
 /// Compares audio time `a / rate` with frame time `f × den / num`: true when audio < frame.
-fn audio_before(a: i64, rate: u32, f: i64, fr: Ratio) -> bool {
+pub fn audio_before(a: i64, rate: u32, f: i64, fr: Ratio) -> bool {
     i128::from(a) * i128::from(fr.num) < i128::from(f) * i128::from(fr.den) * i128::from(rate)
-}
-
-/// What a video worker wrote.
-#[derive(Debug, Clone)]
-pub struct RungOutput {
-    /// Rung.
-    pub rung: Rung,
-    /// `avc1.*` codec string from the SPS.
-    pub video_codec: String,
-    /// Start frame of each segment, in order.
-    pub starts: Vec<u64>,
-    /// End frame (one past the last frame).
-    pub end_frame: u64,
-    /// Encoder delay in frames (B-frame reordering): DASH media time runs this far ahead.
-    pub delay_frames: u64,
-    /// TS segment sizes (empty without HLS).
-    pub ts_bytes: Vec<u64>,
-    /// fMP4 media segment sizes (empty without DASH).
-    pub m4s_bytes: Vec<u64>,
 }
 
 /// Settings of one video worker.
@@ -82,14 +60,24 @@ pub struct RungJob {
     pub boundaries: Boundaries,
     /// x264 settings.
     pub x264: X264Settings,
-    /// `hls/<rung>` directory, when writing HLS.
-    pub hls_dir: Option<PathBuf>,
-    /// `dash/<rung>` directory, when writing DASH.
-    pub dash_dir: Option<PathBuf>,
-    /// Audio muxed into the TS, if any.
-    pub audio: Option<AudioTrack>,
+    /// The rung's directory in the task's temporary directory.
+    pub dir: PathBuf,
+    /// Write the packet file (HLS).
+    pub packets: bool,
+    /// Write fMP4 segments (DASH).
+    pub dash: bool,
+    /// Frames of the shard: `[start, end)`.
+    pub frames: (u64, u64),
     /// Frames encoded so far (progress).
     pub progress: Arc<AtomicU64>,
+}
+
+/// What a video worker wrote: its record and its files (relative to the task directory).
+pub struct RungOutput {
+    /// Sidecar record.
+    pub record: RungRecord,
+    /// Files written.
+    pub files: BTreeMap<String, FileDigest>,
 }
 
 struct PendingSample {
@@ -99,101 +87,67 @@ struct PendingSample {
     key: bool,
 }
 
-struct DashState {
-    dir: PathBuf,
-    config: Option<TrackConfig>,
-    samples: Vec<PendingSample>,
-}
-
 struct RungWorker {
     job: RungJob,
     enc: RungEncoder,
-    ts: Option<TsWriter>,
-    dash: Option<DashState>,
-    audio_q: VecDeque<Arc<ff::Packet>>,
+    packets: Option<PacketWriter>,
+    config: Option<TrackConfig>,
+    samples: Vec<PendingSample>,
     dts_shift: Option<i64>,
     codec_string: Option<String>,
-    out: RungOutput,
+    /// Start frame and number of the open segment.
+    open: Option<(u64, u32)>,
+    segments: Vec<SegmentRecord>,
+    files: BTreeMap<String, FileDigest>,
     max_pts: i64,
     context: String,
 }
 
 /// Runs a video worker until its channel closes.
-pub fn run_rung(job: RungJob, rx: Receiver<RungMsg>) -> Result<RungOutput> {
+pub fn run_rung(job: RungJob, rx: Receiver<FrameMsg>) -> Result<RungOutput> {
     let context = format!("rendition {}", job.rung.name);
     let enc = RungEncoder::new(&job.rung, job.frame_rate, &job.x264)?;
-    let ts = match &job.hls_dir {
-        Some(dir) => {
-            fs::create_dir_all(dir).write_ctx(dir)?;
-            let audio = job.audio.as_ref().map(|a| TsAudio {
-                sample_rate: a.sample_rate,
-                channels: a.channels,
-                asc: a.asc.clone(),
-                time_base: Rational::new(1, a.sample_rate as i32),
-            });
-            let tb = Rational::new(job.frame_rate.den as i32, job.frame_rate.num as i32);
-            Some(TsWriter::new(
-                dir,
-                job.rung.width,
-                job.rung.height,
-                tb,
-                audio.as_ref(),
-            )?)
-        }
-        None => None,
-    };
-    let dash = match &job.dash_dir {
-        Some(dir) => {
-            fs::create_dir_all(dir).write_ctx(dir)?;
-            Some(DashState {
-                dir: dir.clone(),
-                config: None,
-                samples: Vec::new(),
-            })
-        }
-        None => None,
-    };
-    let out = RungOutput {
-        rung: job.rung.clone(),
-        video_codec: String::new(),
-        starts: Vec::new(),
-        end_frame: 0,
-        delay_frames: 0,
-        ts_bytes: Vec::new(),
-        m4s_bytes: Vec::new(),
+    fs::create_dir_all(&job.dir).write_ctx(&job.dir)?;
+    let packets = if job.packets {
+        let p = job.dir.join(VIDEO_PACKETS);
+        Some(PacketWriter::create(&p).write_ctx(&p)?)
+    } else {
+        None
     };
     let mut w = RungWorker {
         job,
         enc,
-        ts,
-        dash,
-        audio_q: VecDeque::new(),
+        packets,
+        config: None,
+        samples: Vec::new(),
         dts_shift: None,
         codec_string: None,
-        out,
+        open: None,
+        segments: Vec::new(),
+        files: BTreeMap::new(),
         max_pts: -1,
         context,
     };
+    let mut pkts = Vec::new();
     for msg in rx {
-        match msg {
-            RungMsg::Frame(f, idr) => {
-                let RungWorker { enc, .. } = &mut w;
-                let mut pkts = Vec::new();
-                enc.encode(&f, idr, |p| {
-                    pkts.push(p);
-                    Ok(())
-                })?;
-                for p in pkts {
-                    w.on_video(p)?;
-                }
-            }
-            RungMsg::Audio(p) => w.audio_q.push_back(p),
+        let RungWorker { enc, .. } = &mut w;
+        enc.encode(&msg.frame, msg.index, msg.idr, |p| {
+            pkts.push(p);
+            Ok(())
+        })?;
+        drop(msg);
+        for p in pkts.drain(..) {
+            w.on_video(p)?;
         }
     }
     w.finish()
 }
 
 impl RungWorker {
+    fn rel(&self, name: &str) -> String {
+        format!("{}/{name}", self.job.rung.name)
+    }
+
     fn on_video(&mut self, pkt: ff::Packet) -> Result<()> {
         let (Some(pts), Some(dts)) = (pkt.pts(), pkt.dts()) else {
             return Err(PackageError::Manifest(format!(
@@ -201,21 +155,25 @@ impl RungWorker {
                 self.context
             )));
         };
-        let shift = *self.dts_shift.get_or_insert((-dts).max(0));
+        // The encoder delay: decode times start this far before the shard's first frame.
+        let shift = *self
+            .dts_shift
+            .get_or_insert((self.job.frames.0 as i64 - dts).max(0));
         if pkt.is_key() && pts >= 0 && self.job.boundaries.is_start(pts as u64) {
-            self.cut(pts)?;
+            self.cut(pts as u64)?;
         }
-        if self.out.starts.is_empty() {
+        if self.open.is_none() {
             return Err(PackageError::Manifest(format!(
                 "{}: first packet is not a keyframe",
                 self.context
             )));
         }
-        self.write_audio_before(dts)?;
-        if let Some(ts) = self.ts.as_mut() {
-            ts.write_video(&pkt)?;
-        }
         let data = pkt.data().unwrap_or(&[]);
+        if let Some(pw) = self.packets.as_mut() {
+            let p = self.job.dir.join(VIDEO_PACKETS);
+            pw.write(pts, dts, pkt.duration(), pkt.is_key(), data)
+                .write_ctx(&p)?;
+        }
         let au = codec::annexb_to_avcc(data);
         if self.codec_string.is_none() {
             if let Some(sps) = &au.sps {
@@ -228,8 +186,8 @@ impl RungWorker {
                     );
             }
         }
-        if let Some(d) = self.dash.as_mut() {
-            if d.config.is_none() {
+        if self.job.dash {
+            if self.config.is_none() {
                 if let (Some(sps), Some(pps)) = (&au.sps, &au.pps) {
                     let (timescale, _) = video_timescale(self.job.frame_rate);
                     let cfg = TrackConfig {
@@ -243,15 +201,16 @@ impl RungWorker {
                         },
                         language: "und".into(),
                     };
-                    let path = d.dir.join("init.mp4");
-                    fs::write(&path, fmp4::init_segment(&cfg)).write_ctx(&path)?;
-                    d.config = Some(cfg);
+                    let path = self.job.dir.join("init.mp4");
+                    let d = write_durable(&path, &fmp4::init_segment(&cfg)).write_ctx(&path)?;
+                    self.files.insert(self.rel("init.mp4"), d);
+                    self.config = Some(cfg);
                 }
             }
             // Media time = presentation time + encoder delay, so every composition offset is
             // non-negative (ffmpeg's mp4 demuxer mis-times negative offsets); the MPD maps it back
             // with presentationTimeOffset.
-            d.samples.push(PendingSample {
+            self.samples.push(PendingSample {
                 data: au.data,
                 pts: pts + shift,
                 dts: dts + shift,
@@ -259,73 +218,55 @@ impl RungWorker {
             });
         }
         self.max_pts = self.max_pts.max(pts);
-        self.job
-            .progress
-            .fetch_max((pts + 1) as u64, Ordering::Relaxed);
+        let done = (pts + 1 - self.job.frames.0 as i64).max(0) as u64;
+        self.job.progress.fetch_max(done, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Writes queued audio earlier than video frame time `frame` into the current TS segment.
-    fn write_audio_before(&mut self, frame: i64) -> Result<()> {
-        let Some(a) = self.job.audio.as_ref() else {
+    /// Closes the open segment (if any) and opens the one starting at frame `start`.
+    fn cut(&mut self, start: u64) -> Result<()> {
+        if self.open.is_some() {
+            self.close_segment(start)?;
+        }
+        let number = u32::try_from(self.job.boundaries.segment_of(start) + 1)
+            .map_err(|_| PackageError::Manifest(format!("{}: too many segments", self.context)))?;
+        self.open = Some((start, number));
+        Ok(())
+    }
+
+    /// Writes the open fMP4 segment, which ends at frame `end`, and records it.
+    fn close_segment(&mut self, end: u64) -> Result<()> {
+        let Some((start, number)) = self.open.take() else {
             return Ok(());
         };
-        let rate = a.sample_rate;
-        while let Some(p) = self.audio_q.front() {
-            let t = p.pts().unwrap_or(0);
-            if !audio_before(t, rate, frame, self.job.frame_rate) {
-                break;
-            }
-            if let Some(ts) = self.ts.as_mut() {
-                ts.write_audio(p)?;
-            }
-            self.audio_q.pop_front();
-        }
-        Ok(())
-    }
-
-    /// Closes the open segment (if any) and opens the next one starting at frame `start`.
-    fn cut(&mut self, start: i64) -> Result<()> {
-        if !self.out.starts.is_empty() {
-            self.write_audio_before(start)?;
-            self.close_segment(false)?;
-        }
-        self.out.starts.push(start as u64);
-        let n = self.out.starts.len() as u32;
-        if let Some(ts) = self.ts.as_mut() {
-            ts.start_segment(n)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the open fMP4 segment and closes the TS segment (the final TS segment is closed
-    /// by the trailer in `finish`).
-    fn close_segment(&mut self, is_final: bool) -> Result<()> {
-        let n = self.out.starts.len() as u32;
-        if let Some(ts) = self.ts.as_mut() {
-            if !is_final {
-                self.out.ts_bytes.push(ts.finish_segment()?);
-            }
-        }
-        if let Some(d) = self.dash.as_mut() {
-            let cfg = d.config.as_ref().ok_or_else(|| {
+        let (_, tick) = video_timescale(self.job.frame_rate);
+        let mut rec = SegmentRecord {
+            number,
+            pts: start * tick,
+            duration: end.saturating_sub(start) * tick,
+            frames: end.saturating_sub(start),
+            bytes: 0,
+            sha256: String::new(),
+        };
+        if self.job.dash {
+            let cfg = self.config.as_ref().ok_or_else(|| {
                 PackageError::Manifest(format!(
                     "{}: no SPS/PPS before the first segment ended",
                     self.context
                 ))
             })?;
-            let (_, tick) = video_timescale(self.job.frame_rate);
             let tick = tick as i64;
-            let samples: Vec<Sample> = d
+            let dts: Vec<i64> = self.samples.iter().map(|s| s.dts).collect();
+            let samples: Vec<Sample> = self
                 .samples
-                .iter()
+                .drain(..)
                 .enumerate()
                 .map(|(i, s)| {
                     // Decode durations: to the next sample; the last one of a segment gets one
                     // frame (x264's decode times advance one frame per packet).
-                    let next = d.samples.get(i + 1).map_or(s.dts + 1, |n| n.dts);
+                    let next = dts.get(i + 1).copied().unwrap_or(s.dts + 1);
                     Sample {
-                        data: s.data.clone(),
+                        data: s.data,
                         pts: s.pts * tick,
                         dts: s.dts * tick,
                         duration: ((next - s.dts).max(1) * tick) as u32,
@@ -333,16 +274,20 @@ impl RungWorker {
                     }
                 })
                 .collect();
-            d.samples.clear();
-            let bytes =
-                fmp4::media_segment(cfg, n, &samples).map_err(|source| PackageError::Fmp4 {
-                    context: self.context.clone(),
+            let bytes = fmp4::media_segment(cfg, number, &samples).map_err(|source| {
+                PackageError::Fmp4 {
+                    context: format!("{} segment {number}", self.context),
                     source,
-                })?;
-            let path = d.dir.join(segment_file_name(n, "m4s"));
-            fs::write(&path, &bytes).write_ctx(&path)?;
-            self.out.m4s_bytes.push(bytes.len() as u64);
+                }
+            })?;
+            let name = segment_file_name(number, "m4s");
+            let path = self.job.dir.join(&name);
+            let d = write_durable(&path, &bytes).write_ctx(&path)?;
+            rec.bytes = d.bytes;
+            rec.sha256 = d.sha256.clone();
+            self.files.insert(self.rel(&name), d);
         }
+        self.segments.push(rec);
         Ok(())
     }
 
@@ -355,62 +300,50 @@ impl RungWorker {
         for p in pkts {
             self.on_video(p)?;
         }
-        if self.out.starts.is_empty() {
+        let (start, end) = self.job.frames;
+        if self.open.is_none() {
             return Err(PackageError::Truncated {
                 path: PathBuf::from(&self.context),
                 detail: "no video frame could be decoded".into(),
             });
         }
-        self.write_audio_before(i64::MAX / 1_000_000)?;
-        self.close_segment(true)?;
-        if let Some(ts) = self.ts.take() {
-            self.out.ts_bytes.push(ts.finish()?);
+        let got = (self.max_pts + 1).max(0) as u64;
+        if got != end {
+            return Err(PackageError::Manifest(format!(
+                "{}: encoded frames {start}..{got}, the plan has {start}..{end}",
+                self.context
+            )));
         }
-        self.out.end_frame = (self.max_pts + 1) as u64;
-        self.out.delay_frames = self.dts_shift.unwrap_or(0).max(0) as u64;
-        self.out.video_codec = self.codec_string.take().unwrap_or_default();
-        Ok(self.out)
+        self.close_segment(end)?;
+        if let Some(pw) = self.packets.take() {
+            let p = self.job.dir.join(VIDEO_PACKETS);
+            let d = pw.finish().write_ctx(&p)?;
+            self.files.insert(self.rel(VIDEO_PACKETS), d);
+        }
+        Ok(RungOutput {
+            record: RungRecord {
+                name: self.job.rung.name.clone(),
+                codec: self.codec_string.take().unwrap_or_default(),
+                delay_frames: self.dts_shift.unwrap_or(0).max(0) as u64,
+                segments: self.segments,
+            },
+            files: self.files,
+        })
     }
 }
 
-impl RungOutput {
-    /// The DASH representation this worker wrote.
-    pub fn dash(&self, frame_rate: Ratio) -> DashRepresentation {
-        let (timescale, tick) = video_timescale(frame_rate);
-        let pto = self.delay_frames * tick;
-        let mut segments = segments_from(&self.starts, self.end_frame, tick, &self.m4s_bytes);
-        for s in &mut segments {
-            s.start += pto;
-        }
-        DashRepresentation {
-            presentation_time_offset: pto,
-            id: self.rung.name.clone(),
-            codecs: self.video_codec.clone(),
-            timescale,
-            bandwidth: peak_bitrate(&segments, timescale),
-            video: Some(VideoInfo {
-                width: self.rung.width,
-                height: self.rung.height,
-                frame_rate,
-            }),
-            audio: None,
-            segments,
-        }
-    }
-}
-
-/// Segments from start frames and sizes, in ticks.
-pub(crate) fn segments_from(starts: &[u64], end: u64, tick: u64, bytes: &[u64]) -> Vec<Segment> {
-    starts
+/// Segments of a track from its records, in its timescale, shifted by `offset`.
+pub fn segments_of(
+    records: &[SegmentRecord],
+    offset: u64,
+    bytes: impl Fn(&SegmentRecord) -> u64,
+) -> Vec<Segment> {
+    records
         .iter()
-        .enumerate()
-        .map(|(i, &s)| {
-            let e = starts.get(i + 1).copied().unwrap_or(end).max(s);
-            Segment {
-                start: s * tick,
-                duration: (e - s) * tick,
-                bytes: bytes.get(i).copied().unwrap_or(0),
-            }
+        .map(|r| Segment {
+            start: r.pts + offset,
+            duration: r.duration,
+            bytes: bytes(r),
         })
         .collect()
 }
@@ -437,98 +370,112 @@ pub fn average_bitrate(segments: &[Segment], timescale: u32) -> u64 {
     (bytes as f64 * 8.0 * f64::from(timescale) / dur.max(1) as f64).ceil() as u64
 }
 
-/// Settings of the DASH audio worker.
-pub struct AudioJob {
-    /// `dash/audio_<kbps>k` directory.
-    pub dir: PathBuf,
-    /// Representation id.
-    pub id: String,
-    /// The encoded track.
-    pub track: AudioTrack,
-    /// Cut rule (video frame boundaries).
-    pub boundaries: Boundaries,
+/// Writes the DASH audio representation of the audio task: cuts AAC packets at the video
+/// segment boundaries into independent fMP4 segments.
+pub struct AudioDashWriter {
+    cfg: TrackConfig,
+    dir: PathBuf,
+    boundaries: Boundaries,
+    rate: u32,
+    pending: Vec<Sample>,
+    seg_index: u64,
+    /// Segments written.
+    pub segments: Vec<SegmentRecord>,
+    /// Files written (names relative to the task directory).
+    pub files: BTreeMap<String, FileDigest>,
 }
 
-/// Writes the DASH audio representation: cuts AAC packets at the video segment boundaries.
-pub fn run_audio_dash(job: AudioJob, rx: Receiver<Arc<ff::Packet>>) -> Result<DashRepresentation> {
-    let context = format!("audio representation {}", job.id);
-    fs::create_dir_all(&job.dir).write_ctx(&job.dir)?;
-    let rate = job.track.sample_rate;
-    let cfg = TrackConfig {
-        track_id: 1,
-        timescale: rate,
-        kind: TrackKind::Audio {
-            sample_rate: rate,
-            channels: job.track.channels as u16,
-            asc: job.track.asc.clone(),
-        },
-        language: "und".into(),
-    };
-    let init = job.dir.join("init.mp4");
-    fs::write(&init, fmp4::init_segment(&cfg)).write_ctx(&init)?;
-    let fr = job.boundaries.frame_rate;
-    let mut segments: Vec<Segment> = Vec::new();
-    let mut pending: Vec<Sample> = Vec::new();
-    let mut seg_index: u64 = 0;
-    let flush = |pending: &mut Vec<Sample>, segments: &mut Vec<Segment>| -> Result<()> {
-        if pending.is_empty() {
+impl AudioDashWriter {
+    /// Writes `init.mp4` into `dir` for an AAC track.
+    pub fn new(
+        dir: PathBuf,
+        sample_rate: u32,
+        channels: u32,
+        asc: &[u8],
+        boundaries: Boundaries,
+    ) -> Result<Self> {
+        let cfg = TrackConfig {
+            track_id: 1,
+            timescale: sample_rate,
+            kind: TrackKind::Audio {
+                sample_rate,
+                channels: channels as u16,
+                asc: asc.to_vec(),
+            },
+            language: "und".into(),
+        };
+        let init = dir.join("init.mp4");
+        let d = write_durable(&init, &fmp4::init_segment(&cfg)).write_ctx(&init)?;
+        let mut files = BTreeMap::new();
+        files.insert("init.mp4".to_string(), d);
+        Ok(AudioDashWriter {
+            cfg,
+            dir,
+            boundaries,
+            rate: sample_rate,
+            pending: Vec::new(),
+            seg_index: 0,
+            segments: Vec::new(),
+            files,
+        })
+    }
+
+    /// Adds an AAC packet (time base 1/sample_rate). Priming (negative time) is dropped: DASH
+    /// segments start at time zero.
+    pub fn push(&mut self, pts: i64, duration: i64, data: &[u8]) -> Result<()> {
+        if pts < 0 {
             return Ok(());
         }
-        let n = segments.len() as u32 + 1;
-        let bytes = fmp4::media_segment(&cfg, n, pending).map_err(|source| PackageError::Fmp4 {
-            context: context.clone(),
-            source,
-        })?;
-        let path = job.dir.join(segment_file_name(n, "m4s"));
-        fs::write(&path, &bytes).write_ctx(&path)?;
-        let start = pending[0].pts as u64;
-        let duration = pending.iter().map(|s| u64::from(s.duration)).sum();
-        segments.push(Segment {
-            start,
-            duration,
-            bytes: bytes.len() as u64,
-        });
-        pending.clear();
-        Ok(())
-    };
-    for p in rx {
-        let Some(pts) = p.pts() else { continue };
-        // AAC priming (negative time) is dropped for DASH: segments start at time zero.
-        if pts < 0 {
-            continue;
-        }
+        let fr = self.boundaries.frame_rate;
         while !audio_before(
             pts,
-            rate,
-            job.boundaries.start_frame(seg_index + 1) as i64,
+            self.rate,
+            self.boundaries.start_frame(self.seg_index + 1) as i64,
             fr,
         ) {
-            seg_index += 1;
-            flush(&mut pending, &mut segments)?;
+            self.seg_index += 1;
+            self.flush()?;
         }
-        let duration = u32::try_from(p.duration()).unwrap_or(1024).max(1);
-        pending.push(Sample {
-            data: p.data().unwrap_or(&[]).to_vec(),
+        self.pending.push(Sample {
+            data: data.to_vec(),
             pts,
             dts: pts,
-            duration,
+            duration: u32::try_from(duration).unwrap_or(1024).max(1),
             keyframe: true,
         });
+        Ok(())
     }
-    flush(&mut pending, &mut segments)?;
-    let codecs = codec::aac_codec_string(&job.track.asc)
-        .map_err(|source| PackageError::Codec { context, source })?;
-    Ok(DashRepresentation {
-        presentation_time_offset: 0,
-        id: job.id,
-        codecs,
-        timescale: rate,
-        bandwidth: peak_bitrate(&segments, rate),
-        video: None,
-        audio: Some(crate::package::AudioInfo {
-            sample_rate: rate,
-            channels: job.track.channels,
-        }),
-        segments,
-    })
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let n = self.segments.len() as u32 + 1;
+        let bytes = fmp4::media_segment(&self.cfg, n, &self.pending).map_err(|source| {
+            PackageError::Fmp4 {
+                context: format!("audio segment {n}"),
+                source,
+            }
+        })?;
+        let name = segment_file_name(n, "m4s");
+        let path = self.dir.join(&name);
+        let d = write_durable(&path, &bytes).write_ctx(&path)?;
+        self.segments.push(SegmentRecord {
+            number: n,
+            pts: self.pending[0].pts as u64,
+            duration: self.pending.iter().map(|s| u64::from(s.duration)).sum(),
+            frames: self.pending.len() as u64,
+            bytes: d.bytes,
+            sha256: d.sha256.clone(),
+        });
+        self.files.insert(name, d);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the last segment.
+    pub fn finish(mut self) -> Result<(Vec<SegmentRecord>, BTreeMap<String, FileDigest>)> {
+        self.flush()?;
+        Ok((self.segments, self.files))
+    }
 }

@@ -5,8 +5,6 @@ use ff::{filter, format, frame, Rational};
 use ffmpeg_next as ff;
 
 use crate::error::{AvContext, PackageError, Result};
-use crate::package::Ratio;
-use crate::probe::{AudioSource, VideoSource};
 
 /// A decoder followed by a filter graph whose graph is built from the first decoded frame.
 struct Filtered {
@@ -169,18 +167,18 @@ fn build_graph(
     Ok((g, chain.to_string()))
 }
 
-/// Decodes the video stream into constant-rate, upright frames whose `pts` is the frame index.
+/// Decodes the video stream into upright frames whose `pts` is the stream time after `origin`.
 pub struct VideoDecoder {
     inner: Filtered,
     time_base: Rational,
     rotation: u32,
-    frame_rate: Ratio,
 }
 
 impl VideoDecoder {
-    /// Opens the decoder for `v`; `origin` (stream time base) becomes time zero.
-    pub fn new(stream: &format::stream::Stream, v: &VideoSource, origin: i64) -> Result<Self> {
-        let context = format!("video stream #{} ({})", v.index, v.codec);
+    /// Opens the decoder for `stream`, rotating by `rotation` degrees clockwise; `origin`
+    /// (stream time base) becomes time zero.
+    pub fn new(stream: &format::stream::Stream, rotation: u32, origin: i64) -> Result<Self> {
+        let context = format!("video stream #{}", stream.index());
         let decoder = open_decoder(stream, &context)?;
         Ok(VideoDecoder {
             inner: Filtered {
@@ -191,14 +189,13 @@ impl VideoDecoder {
                 context,
             },
             time_base: stream.time_base(),
-            rotation: v.rotation,
-            frame_rate: v.frame_rate,
+            rotation,
         })
     }
 
-    /// The output time base: one tick per frame.
-    pub fn output_time_base(&self) -> Rational {
-        Rational::new(self.frame_rate.den as i32, self.frame_rate.num as i32)
+    /// End time (pts + duration, after `origin`) of the latest frame decoded so far.
+    pub fn end(&self) -> Option<i64> {
+        self.inner.end
     }
 
     /// Feeds a packet (None at end of stream) and emits every frame that becomes ready.
@@ -208,7 +205,7 @@ impl VideoDecoder {
         out: &mut dyn FnMut(frame::Video) -> Result<()>,
     ) -> Result<()> {
         self.inner.send(pkt)?;
-        let (tb, rot, fr) = (self.time_base, self.rotation, self.frame_rate);
+        let (tb, rot) = (self.time_base, self.rotation);
         let ctx = self.inner.context.clone();
         let spec = move |f: &frame::Frame| -> Result<(filter::Graph, String)> {
             // SAFETY: reading plain fields of a decoded frame.
@@ -233,14 +230,15 @@ impl VideoDecoder {
                 sar.0,
                 sar.1
             );
-            let rotate = match rot {
-                90 => "transpose=clock,",
-                180 => "hflip,vflip,",
-                270 => "transpose=cclock,",
-                _ => "",
+            // Rotation only: the constant frame rate is chosen from these frames' timestamps by
+            // `cfr::CfrMapper`, so a shard decoding from a mid-stream keyframe picks the frames a
+            // whole-source run picks.
+            let chain = match rot {
+                90 => "transpose=clock",
+                180 => "hflip,vflip",
+                270 => "transpose=cclock",
+                _ => "null",
             };
-            // Constant frame rate starting at time zero: VFR sources are resampled to CFR.
-            let chain = format!("{rotate}fps=fps={}/{}:start_time=0", fr.num, fr.den);
             build_graph("buffer", &args, &chain, "buffersink", &ctx, |_| {})
         };
         let eof = pkt.is_none();
@@ -268,13 +266,8 @@ pub struct AudioDecoder {
 
 impl AudioDecoder {
     /// Opens the decoder; `origin` is in the audio stream's time base.
-    pub fn new(
-        stream: &format::stream::Stream,
-        a: &AudioSource,
-        origin: i64,
-        target: AudioFormat,
-    ) -> Result<Self> {
-        let context = format!("audio stream #{} ({})", a.index, a.codec);
+    pub fn new(stream: &format::stream::Stream, origin: i64, target: AudioFormat) -> Result<Self> {
+        let context = format!("audio stream #{}", stream.index());
         let decoder = open_decoder(stream, &context)?;
         Ok(AudioDecoder {
             inner: Filtered {

@@ -9,12 +9,14 @@ use crate::package::Ratio;
 
 /// x264 settings shared by every rung, also used by `scripts/bench-packager.sh` for the ffmpeg
 /// floor so both sides encode identically.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct X264Settings {
     /// x264 preset.
     pub preset: String,
     /// Keyframe interval upper bound in frames (longer than any segment: only forced IDRs occur).
     pub keyint: u64,
+    /// Encoder threads (x264's output depends on it, so it is fixed by the plan).
+    pub threads: u32,
 }
 
 impl X264Settings {
@@ -63,6 +65,7 @@ impl RungEncoder {
         // SAFETY: field writes on an encoder context we own, before opening it.
         unsafe {
             let c = enc.as_mut_ptr();
+            (*c).thread_count = x264.threads.max(1) as i32;
             (*c).rc_buffer_size = i32::try_from(rung.bufsize).unwrap_or(i32::MAX);
             (*c).colorspace = ffi::AVColorSpace::AVCOL_SPC_BT709;
             (*c).color_primaries = ffi::AVColorPrimaries::AVCOL_PRI_BT709;
@@ -87,10 +90,11 @@ impl RungEncoder {
         })
     }
 
-    /// Scales `src` (whose pts is its frame index) and encodes it, forcing an IDR when `idr`.
+    /// Scales `src` and encodes it as output frame `index`, forcing an IDR when `idr`.
     pub fn encode(
         &mut self,
         src: &frame::Video,
+        index: u64,
         idr: bool,
         sink: impl FnMut(ff::Packet) -> Result<()>,
     ) -> Result<()> {
@@ -103,7 +107,9 @@ impl RungEncoder {
                 format::Pixel::YUV420P,
                 self.rung.width,
                 self.rung.height,
-                scaling::Flags::BICUBIC,
+                // Bit-exact: machines with other SIMD must scale to the same pixels, or a plan's
+                // shards run on a mixed farm would not give the same bytes.
+                scaling::Flags::BICUBIC | scaling::Flags::BITEXACT | scaling::Flags::ACCURATE_RND,
             )
             .av(|| format!("{}: scaler", self.context))?;
             let mut ctx = ctx;
@@ -123,7 +129,7 @@ impl RungEncoder {
             sws.run(src, &mut self.scaled)
                 .av(|| format!("{}: scaling", self.context))?;
         }
-        self.scaled.set_pts(src.pts());
+        self.scaled.set_pts(Some(index as i64));
         self.scaled.set_kind(if idr {
             ff::picture::Type::I
         } else {
