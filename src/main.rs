@@ -96,6 +96,21 @@ struct ServeArgs {
     /// Cache-Control max-age of manifests.
     #[arg(long, env = "ABR_MANIFEST_MAX_AGE")]
     manifest_max_age: Option<u64>,
+    /// stale-while-revalidate of manifests, seconds (0 = not sent).
+    #[arg(long, env = "ABR_MANIFEST_STALE_WHILE_REVALIDATE")]
+    manifest_stale_while_revalidate: Option<u64>,
+    /// stale-if-error of manifests, seconds (0 = not sent).
+    #[arg(long, env = "ABR_MANIFEST_STALE_IF_ERROR")]
+    manifest_stale_if_error: Option<u64>,
+    /// CDN-Cache-Control max-age of manifests, seconds (0 = no CDN-Cache-Control).
+    #[arg(long, env = "ABR_MANIFEST_CDN_MAX_AGE")]
+    manifest_cdn_max_age: Option<u64>,
+    /// stale-while-revalidate of segments and init files, seconds (0 = not sent).
+    #[arg(long, env = "ABR_SEGMENT_STALE_WHILE_REVALIDATE")]
+    segment_stale_while_revalidate: Option<u64>,
+    /// stale-if-error of segments and init files, seconds (0 = not sent).
+    #[arg(long, env = "ABR_SEGMENT_STALE_IF_ERROR")]
+    segment_stale_if_error: Option<u64>,
     /// Allowed CORS origins (comma-separated, or *).
     #[arg(long, env = "ABR_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Option<Vec<String>>,
@@ -239,6 +254,11 @@ fn serve(a: ServeArgs, log: &str) -> Result<()> {
         shutdown_grace_s = a.shutdown_grace;
         drain_timeout_s = a.drain_timeout;
         manifest_max_age_s = a.manifest_max_age;
+        manifest_stale_while_revalidate_s = a.manifest_stale_while_revalidate;
+        manifest_stale_if_error_s = a.manifest_stale_if_error;
+        manifest_cdn_max_age_s = a.manifest_cdn_max_age;
+        segment_stale_while_revalidate_s = a.segment_stale_while_revalidate;
+        segment_stale_if_error_s = a.segment_stale_if_error;
         cors_origins = a.cors_origins;
         rate_limit_rps = a.rate_limit;
         rate_limit_burst = a.rate_burst;

@@ -855,20 +855,71 @@ fn cache_control_for_segments_and_manifests() {
             "cache-control",
         ));
     }
+    let stale = "stale-while-revalidate=30, stale-if-error=86400";
     for rel in [MASTER, MEDIA, MPD] {
         let r = get(s.addr, &url(rel), &[]);
-        assert_eq!(hdr(&r, "cache-control"), "public, max-age=10", "{rel}");
+        assert_eq!(
+            hdr(&r, "cache-control"),
+            format!("public, max-age=10, {stale}"),
+            "{rel}"
+        );
+        assert_eq!(
+            hdr(&r, "cdn-cache-control"),
+            format!("max-age=60, {stale}"),
+            "{rel}"
+        );
         assert!(hdr(&r, "last-modified").ends_with(" GMT"));
     }
+    assert!(get(s.addr, &url(SEG), &[])
+        .header("cdn-cache-control")
+        .is_none());
     let s5 = Server::start(&sample_root(), &["--manifest-max-age", "5"]);
     for rel in [MASTER, MEDIA, MPD] {
+        let want = format!("public, max-age=5, {stale}");
         let r = get(s5.addr, &url(rel), &[]);
-        assert_eq!(hdr(&r, "cache-control"), "public, max-age=5", "{rel}");
+        assert_eq!(hdr(&r, "cache-control"), want, "{rel}");
         let r = get(s5.addr, &url(rel), &[("Accept-Encoding", "gzip")]);
-        assert_eq!(hdr(&r, "cache-control"), "public, max-age=5", "{rel}");
+        assert_eq!(hdr(&r, "cache-control"), want, "{rel}");
+        // A 304 carries the same directives.
+        let etag = hdr(&r, "etag").to_string();
+        let r = get(
+            s5.addr,
+            &url(rel),
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", &etag)],
+        );
+        assert_eq!(r.status, 304, "{rel}");
+        assert_eq!(hdr(&r, "cache-control"), want, "{rel}");
+        assert_eq!(hdr(&r, "cdn-cache-control"), format!("max-age=60, {stale}"));
     }
     // Segments are unaffected by the manifest setting.
     immutable(hdr(&get(s5.addr, &url(SEG), &[]), "cache-control"));
+    // The stale windows and CDN-Cache-Control are flags too; 0 leaves a directive out.
+    let sw = Server::start(
+        &sample_root(),
+        &[
+            "--manifest-stale-while-revalidate",
+            "0",
+            "--manifest-stale-if-error",
+            "7",
+            "--manifest-cdn-max-age",
+            "0",
+            "--segment-stale-while-revalidate",
+            "3",
+            "--segment-stale-if-error",
+            "0",
+        ],
+    );
+    let r = get(sw.addr, &url(MASTER), &[]);
+    assert_eq!(
+        hdr(&r, "cache-control"),
+        "public, max-age=10, stale-if-error=7"
+    );
+    assert!(r.header("cdn-cache-control").is_none());
+    let r = get(sw.addr, &url(SEG), &[]);
+    assert_eq!(
+        hdr(&r, "cache-control"),
+        "public, max-age=31536000, immutable, stale-while-revalidate=3"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,10 +1051,17 @@ fn cors_any_origin_and_preflight() {
         );
         assert_eq!(r.status, 206);
         assert_eq!(hdr(&r, "access-control-allow-origin"), "*");
-        // Not a CORS request: no CORS headers.
+        // Not a CORS request: the same CORS headers (a shared cache may hand this response to a
+        // browser), and nothing varies on Origin.
         let r = get(s.addr, &url(rel), &[]);
-        assert!(r.header("access-control-allow-origin").is_none());
+        assert_eq!(hdr(&r, "access-control-allow-origin"), "*");
+        assert!(list(hdr(&r, "access-control-expose-headers")).contains(&"content-range".into()));
+        assert!(!all_values(&r, "vary").contains(&"origin".into()));
     }
+    // Errors too.
+    let r = get(s.addr, "/sample/hls/missing.m3u8", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(hdr(&r, "access-control-allow-origin"), "*");
     let p = preflight(s.addr, SEG, "http://player.example", "GET");
     assert_eq!(p.status, 204);
     assert_eq!(hdr(&p, "access-control-allow-origin"), "*");
@@ -1038,6 +1096,23 @@ fn cors_restricted_origins() {
         let p = preflight(s.addr, SEG, other, "GET");
         assert!(p.header("access-control-allow-origin").is_none(), "{other}");
     }
+    // Every response varies on Origin, with or without one (one Vary line, merged with the
+    // manifests' Accept-Encoding), so a cache keeps one copy per origin.
+    for rel in [SEG, MASTER] {
+        for h in [vec![], vec![("Origin", "http://b.example")]] {
+            let r = get(s.addr, &url(rel), &h);
+            assert_eq!(r.status, 200);
+            assert!(
+                r.header("access-control-allow-origin").is_none(),
+                "{rel} {h:?}"
+            );
+            let vary: Vec<_> = r.headers.iter().filter(|(k, _)| k == "vary").collect();
+            assert_eq!(vary.len(), 1, "{rel} {h:?}: {vary:?}");
+            assert!(list(&vary[0].1).contains(&"origin".into()), "{rel} {h:?}");
+        }
+    }
+    let r = get(s.addr, &url(MASTER), &[("Origin", "http://a.example")]);
+    assert_eq!(list(hdr(&r, "vary")), ["accept-encoding", "origin"]);
     let p = preflight(s.addr, MASTER, "http://a.example", "GET");
     assert_eq!(p.status, 204);
     assert_eq!(hdr(&p, "access-control-allow-origin"), "http://a.example");

@@ -40,14 +40,14 @@ pub fn signed_prefix(key: &[u8], expiry: u64, package: &str) -> String {
     )
 }
 
-/// Verifies a token (constant-time comparison).
+/// Verifies a token (constant-time comparison); returns the seconds it remains valid (≥ 1).
 pub fn verify(
     key: &[u8],
     expiry: &str,
     sig: &str,
     package: &str,
     now: SystemTime,
-) -> Result<(), TokenError> {
+) -> Result<u64, TokenError> {
     let expiry: u64 = expiry.parse().map_err(|_| TokenError::Invalid)?;
     let sig = URL_SAFE_NO_PAD
         .decode(sig)
@@ -62,7 +62,7 @@ pub fn verify(
     if now >= expiry {
         return Err(TokenError::Expired);
     }
-    Ok(())
+    Ok(expiry - now)
 }
 
 /// Key bytes from configuration: `hex:…` is decoded, anything else is used as text.
@@ -96,7 +96,7 @@ mod tests {
         let key = b"secret";
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let sig = sign(key, 2_000, "movie");
-        assert_eq!(verify(key, "2000", &sig, "movie", now), Ok(()));
+        assert_eq!(verify(key, "2000", &sig, "movie", now), Ok(1_000));
         assert_eq!(
             verify(key, "2000", &sig, "other", now),
             Err(TokenError::Invalid)

@@ -35,6 +35,19 @@ pub struct Config {
     pub manifest_max_age_s: u64,
     /// `Cache-Control` max-age for segments and init files (they never change once published).
     pub segment_max_age_s: u64,
+    /// `stale-while-revalidate` of manifests (RFC 5861): seconds past max-age a cache may answer
+    /// with the stale manifest while it revalidates in the background. 0 = not sent.
+    pub manifest_stale_while_revalidate_s: u64,
+    /// `stale-if-error` of manifests (RFC 5861): seconds past max-age a cache may answer with
+    /// the stale manifest while the origin fails (errors, 5xx, unreachable). 0 = not sent.
+    pub manifest_stale_if_error_s: u64,
+    /// `CDN-Cache-Control: max-age` of manifests (RFC 9213; CDNs that honour it use it instead
+    /// of `Cache-Control`, with the same stale windows). 0 = no CDN-Cache-Control.
+    pub manifest_cdn_max_age_s: u64,
+    /// `stale-while-revalidate` of segments and init files. 0 = not sent.
+    pub segment_stale_while_revalidate_s: u64,
+    /// `stale-if-error` of segments and init files. 0 = not sent.
+    pub segment_stale_if_error_s: u64,
     /// Allowed CORS origins; `["*"]` allows any.
     pub cors_origins: Vec<String>,
     /// Per-client requests per second (0 = no rate limit).
@@ -98,6 +111,11 @@ impl Default for Config {
             drain_timeout_s: 30.0,
             manifest_max_age_s: 10,
             segment_max_age_s: 31_536_000,
+            manifest_stale_while_revalidate_s: 30,
+            manifest_stale_if_error_s: 86_400,
+            manifest_cdn_max_age_s: 60,
+            segment_stale_while_revalidate_s: 86_400,
+            segment_stale_if_error_s: 604_800,
             cors_origins: vec!["*".into()],
             rate_limit_rps: 0,
             rate_limit_burst: 200,
@@ -230,6 +248,18 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.listen, d.listen);
         assert_eq!(c.segment_max_age_s, d.segment_max_age_s);
+        assert_eq!(c.manifest_max_age_s, d.manifest_max_age_s);
+        assert_eq!(
+            c.manifest_stale_while_revalidate_s,
+            d.manifest_stale_while_revalidate_s
+        );
+        assert_eq!(c.manifest_stale_if_error_s, d.manifest_stale_if_error_s);
+        assert_eq!(c.manifest_cdn_max_age_s, d.manifest_cdn_max_age_s);
+        assert_eq!(
+            c.segment_stale_while_revalidate_s,
+            d.segment_stale_while_revalidate_s
+        );
+        assert_eq!(c.segment_stale_if_error_s, d.segment_stale_if_error_s);
         assert_eq!(c.cors_origins, d.cors_origins);
         assert_eq!(c.player_assets, d.player_assets);
         assert!(toml::from_str::<Config>("bogus = 1").is_err());

@@ -12,6 +12,7 @@ pub mod body;
 pub mod compress;
 pub mod conditional;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod files;
 pub mod head_deadline;

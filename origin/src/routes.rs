@@ -32,8 +32,6 @@ const MAX_COMPRESS_BYTES: u64 = 16 << 20;
 
 /// Headers a browser may send cross-origin (preflight `Access-Control-Allow-Headers`).
 const CORS_ALLOW_HEADERS: &str = "Range, If-Range, If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since, X-Request-Id";
-/// Headers a browser may read cross-origin.
-const CORS_EXPOSE_HEADERS: &str = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified, X-Request-Id";
 
 fn text(status: StatusCode, body: &'static str) -> HttpResponse {
     HttpResponse::build(status)
@@ -191,7 +189,7 @@ fn preflight(req: &HttpRequest, state: &State) -> HttpResponse {
     );
     let mut b = HttpResponse::NoContent();
     b.insert_header((header::ALLOW, "GET, HEAD, OPTIONS"));
-    if let (Some(o), true) = (origin.and_then(|o| allowed_origin(state, o)), method_ok) {
+    if let (Some(o), true) = (origin.and(state.cors.allowed(origin)), method_ok) {
         b.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, o))
             .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"))
             .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS))
@@ -202,18 +200,6 @@ fn preflight(req: &HttpRequest, state: &State) -> HttpResponse {
         "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
     ));
     b.finish()
-}
-
-/// The `Access-Control-Allow-Origin` value for `origin`, if allowed.
-fn allowed_origin(state: &State, origin: &HeaderValue) -> Option<HeaderValue> {
-    let list = &state.config.cors_origins;
-    if list.iter().any(|o| o == "*") {
-        Some(HeaderValue::from_static("*"))
-    } else {
-        list.iter()
-            .any(|o| o.as_bytes() == origin.as_bytes())
-            .then(|| origin.clone())
-    }
 }
 
 /// [`package_file`] for paths under a named route's prefix that no named route matched.
@@ -243,10 +229,12 @@ async fn package_file(req: &HttpRequest, state: &State) -> HttpResponse {
         Ok(s) => s,
         Err(r) => return refused(r),
     };
-    let segs = match (segs.first().copied(), &state.signing_key) {
+    // A signed request also yields its token's remaining lifetime, which caps how long the
+    // response may be cached.
+    let (segs, token_left) = match (segs.first().copied(), &state.signing_key) {
         (Some(crate::auth::PREFIX), Some(key)) if segs.len() >= 5 => {
             match crate::auth::verify(key, segs[1], segs[2], segs[3], SystemTime::now()) {
-                Ok(()) => &segs[3..],
+                Ok(left) => (&segs[3..], Some(left)),
                 Err(crate::auth::TokenError::Expired) => {
                     return text(StatusCode::FORBIDDEN, "token expired\n")
                 }
@@ -257,7 +245,7 @@ async fn package_file(req: &HttpRequest, state: &State) -> HttpResponse {
         }
         (Some(crate::auth::PREFIX), _) => return text(StatusCode::FORBIDDEN, "invalid token\n"),
         (_, Some(_)) => return text(StatusCode::FORBIDDEN, "token required\n"),
-        (_, None) => &segs[..],
+        (_, None) => (&segs[..], None),
     };
     if state.config.rate_limit_rps > 0 {
         let ip = req.extensions().get::<RequestInfo>().map(|i| i.client);
@@ -282,7 +270,7 @@ async fn package_file(req: &HttpRequest, state: &State) -> HttpResponse {
     if let Some(info) = req.extensions().get::<RequestInfo>() {
         info.kind.set(opened.resolved.kind.label());
     }
-    serve(req, state, &opened)
+    serve(req, state, &opened, token_left)
 }
 
 /// The per-client token bucket: shared by the cluster on the Redis backend (one bucket per
@@ -312,7 +300,14 @@ fn read_all(source: &Source, len: u64) -> std::io::Result<Bytes> {
     }
 }
 
-fn serve(req: &HttpRequest, state: &State, opened: &files::Opened) -> HttpResponse {
+/// The response for an opened package file; `token_left` is the remaining lifetime of the
+/// signed URL it was requested with.
+fn serve(
+    req: &HttpRequest,
+    state: &State,
+    opened: &files::Opened,
+    token_left: Option<u64>,
+) -> HttpResponse {
     let (r, entity) = (&opened.resolved, &opened.entity);
     let is_head = req.method() == Method::HEAD;
     // GET of a file on a plain HTTP/1.1 connection: sendfile (the connection sends the ranges;
@@ -389,10 +384,18 @@ fn serve(req: &HttpRequest, state: &State, opened: &files::Opened) -> HttpRespon
         if_modified_since: header_str(h, header::IF_MODIFIED_SINCE),
         if_unmodified_since: header_str(h, header::IF_UNMODIFIED_SINCE),
     };
-    let cache_control = if r.kind.is_manifest() {
-        &state.cache_control.manifest
-    } else {
-        &state.cache_control.segment
+    // A cache must not keep a signed response fresh past its token's expiry.
+    let signed;
+    let (cache_control, cdn_cache_control) = match token_left {
+        None if r.kind.is_manifest() => (
+            &state.cache_control.manifest,
+            state.cache_control.manifest_cdn.as_ref(),
+        ),
+        None => (&state.cache_control.segment, None),
+        Some(left) => {
+            signed = state.cache_control.signed(r.kind.is_manifest(), left);
+            (&signed.0, signed.1.as_ref())
+        }
     };
     let etag_header = match &etag_v {
         Some(v) => hv(v),
@@ -405,6 +408,9 @@ fn serve(req: &HttpRequest, state: &State, opened: &files::Opened) -> HttpRespon
             .insert_header((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
         if r.kind.is_manifest() {
             b.insert_header((header::VARY, HeaderValue::from_static("Accept-Encoding")));
+            if let Some(cdn) = cdn_cache_control {
+                b.insert_header((CDN_CACHE_CONTROL, cdn.clone()));
+            }
         }
     };
     match conditional::evaluate(true, &conds, &validators) {
@@ -496,6 +502,8 @@ const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// `X-Request-Id`.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `CDN-Cache-Control` (RFC 9213).
+const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 /// `X-Forwarded-For`.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -586,19 +594,11 @@ pub async fn middleware(
         .map_or("other", |i| i.kind.get());
     let status = res.status();
     res.headers_mut().insert(X_REQUEST_ID, id.clone());
-    if let (Some(s), Some(o)) = (&state, &origin) {
+    // Every response (but preflights) carries the same CORS headers whatever the request, or
+    // names Origin in Vary: shared caches replay it to other clients (see `cors`).
+    if let Some(s) = &state {
         if method != Method::OPTIONS {
-            if let Some(allow) = allowed_origin(s, o) {
-                let hdrs = res.headers_mut();
-                if allow.as_bytes() != b"*" {
-                    hdrs.append(header::VARY, HeaderValue::from_static("Origin"));
-                }
-                hdrs.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-                hdrs.insert(
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    HeaderValue::from_static(CORS_EXPOSE_HEADERS),
-                );
-            }
+            s.cors.apply(origin.as_ref(), res.headers_mut());
         }
     }
     // Once readiness is off (shutdown began), every HTTP/1 response carries `Connection:

@@ -48,21 +48,9 @@ CALLER_PWD=$PWD
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 HERE=$REPO/scripts/cluster
-
-usage() { sed -n '2,/^set -euo/{/^set -euo/!p}' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
-
-# An absolute path: relative values from the environment are relative to the caller's directory.
-abs_env() { # VALUE DEFAULT_RELATIVE_TO_REPO
-  local p
-  if [[ -n $1 ]]; then
-    if [[ $1 == /* ]]; then p=$1; else p=$CALLER_PWD/$1; fi
-  else
-    p=$REPO/$2
-  fi
-  realpath -m -- "$p"
-}
+TAG=cluster
+# shellcheck source=scripts/lib/daemon.sh
+. "$REPO/scripts/lib/daemon.sh"
 
 CLUSTER_DIR=$(abs_env "${CLUSTER_DIR:-}" target/cluster)
 ENV_FILE=$CLUSTER_DIR/cluster.env
@@ -111,17 +99,7 @@ env_name() {
 }
 
 save_settings() {
-  local v
-  (
-    umask 077
-    {
-      echo "# written by scripts/cluster/cluster.sh up; read by its other commands"
-      for v in BIN NODES ROOT PORT BASE_PORT REDIS REDIS_PORT RATE_LIMIT RATE_BURST EXTRA_ARGS WORKERS; do
-        printf '%s=%q\n' "$v" "${!v}"
-      done
-    } >"$ENV_FILE.tmp"
-    mv -f "$ENV_FILE.tmp" "$ENV_FILE"
-  )
+  save_vars "$ENV_FILE" BIN NODES ROOT PORT BASE_PORT REDIS REDIS_PORT RATE_LIMIT RATE_BURST EXTRA_ARGS WORKERS
 }
 
 # Returns 1 when no cluster was ever started from this state dir.
@@ -134,18 +112,8 @@ load_settings() {
 node_port() { echo $((BASE_PORT + $1 - 1)); } # node I (1..N)
 
 # ---------------------------------------------------------------------------------------------
-# Processes. A pid file is trusted only while its process is alive and still the one started
-# here (its command line is checked), so a recycled pid is never signalled.
+# Processes (helpers in scripts/lib/daemon.sh).
 pidfile() { echo "$CLUSTER_DIR/$1.pid"; }
-read_pid() { # NAME → pid or nothing
-  local f p
-  f=$(pidfile "$1")
-  [[ -f $f ]] || return 0
-  read -r p <"$f" || true
-  [[ $p =~ ^[0-9]+$ ]] && echo "$p"
-  return 0
-}
-cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
 is_ours() { # NAME PID: the process is alive and is that component
   local name=$1 pid=$2 cl
   proc_alive "$pid" || return 1
@@ -157,12 +125,6 @@ is_ours() { # NAME PID: the process is alive and is that component
     *) return 1 ;;
   esac
 }
-running_pid() { # NAME → its pid when running, else nothing (exit 1)
-  local p
-  p=$(read_pid "$1")
-  [[ -n $p ]] && is_ours "$1" "$p" && { echo "$p"; return 0; }
-  return 1
-}
 
 node_listen() { # I → the address node I was started with (its .args file), else the computed one
   local a=() k
@@ -173,41 +135,6 @@ node_listen() { # I → the address node I was started with (its .args file), el
     done
   fi
   echo "127.0.0.1:$(node_port "$1")"
-}
-
-port_free() { [[ -z $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
-
-# Running (not exited): a process that exited but was not reaped yet (zombie) counts as gone.
-proc_alive() { # PID
-  local st
-  kill -0 "$1" 2>/dev/null || return 1
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  if [[ -z $st || $st == Z || $st == X ]]; then
-    # A child of this shell (started by this invocation) is reaped here; others by their parent.
-    wait "$1" 2>/dev/null || true
-    return 1
-  fi
-}
-
-wait_gone() { # PID DEADLINE_S → 1 when still running at the deadline
-  local pid=$1 end=$((SECONDS + $2))
-  while proc_alive "$pid"; do
-    ((SECONDS < end)) || return 1
-    sleep 0.1
-  done
-  return 0
-}
-
-http_code() { # URL → status code, 000 when no answer
-  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
-}
-
-tail_log() { # FILE
-  if [[ -s $1 ]]; then
-    printf -- '--- last lines of %s ---\n' "$1" >&2
-    tail -n 20 "$1" >&2
-    printf -- '---\n' >&2
-  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -321,60 +248,11 @@ render_nginx() {
   fi
 }
 
-nginx_bin() {
-  local n
-  n=$(command -v nginx || true)
-  [[ -z $n && -x /usr/sbin/nginx ]] && n=/usr/sbin/nginx
-  [[ -n $n ]] || die "nginx not found (apt-get install nginx)"
-  echo "$n"
-}
-
 start_nginx() {
-  local nginx conf=$CLUSTER_DIR/nginx.conf err=$CLUSTER_DIR/nginx-error.log out=$CLUSTER_DIR/nginx.out
-  local pid code end
-  nginx=$(nginx_bin)
   port_free "$PORT" || die "port $PORT (nginx) is in use; set CLUSTER_PORT"
   render_nginx
-  if ! "$nginx" -t -q -c "$conf" -p "$CLUSTER_DIR" -e "$err" >>"$out" 2>&1; then
-    tail_log "$out"
-    tail_log "$err"
-    die "nginx -t rejected $conf"
-  fi
   log "starting nginx on 127.0.0.1:$PORT"
-  rm -f "$(pidfile nginx)"
-  # nginx daemonizes: it returns once its master runs in the background and has written the pid.
-  "$nginx" -c "$conf" -p "$CLUSTER_DIR" -e "$err" </dev/null >>"$out" 2>&1 9>&- || {
-    tail_log "$out"
-    tail_log "$err"
-    die "nginx failed to start (log: $err)"
-  }
-  end=$((SECONDS + 10))
-  until pid=$(running_pid nginx); do
-    ((SECONDS < end)) || { tail_log "$err"; die "nginx wrote no pid file $(pidfile nginx)"; }
-    sleep 0.1
-  done
-  while :; do
-    code=$(http_code "http://127.0.0.1:$PORT/healthz")
-    [[ $code == 200 ]] && break
-    if ((SECONDS >= end)); then
-      tail_log "$err"
-      die "GET /healthz through nginx answered ${code/#000/nothing} (log: $err)"
-    fi
-    sleep 0.1
-  done
-  log "nginx ready (pid $pid)"
-}
-
-stop_escalating() { # NAME SIGNAL:WAIT_S... — each signal in turn until the recorded process is gone
-  local name=$1 pid step
-  shift
-  pid=$(running_pid "$name") || { rm -f "$(pidfile "$name")"; return 0; }
-  for step in "$@"; do
-    log "$name: SIG${step%%:*} (pid $pid)"
-    kill -"${step%%:*}" "$pid" 2>/dev/null || true
-    wait_gone "$pid" "${step#*:}" && break
-  done
-  rm -f "$(pidfile "$name")"
+  start_nginx_in "$CLUSTER_DIR" "http://127.0.0.1:$PORT/healthz"
 }
 
 # nginx: graceful SIGQUIT first (worker_shutdown_timeout is 10 s).
@@ -559,19 +437,10 @@ case $cmd in
   *) printf 'cluster: error: unknown command %s\n' "$cmd" >&2; usage ;;
 esac
 
-[[ $CLUSTER_DIR =~ ^[-A-Za-z0-9._/+=:,@%~]+$ ]] ||
-  die "CLUSTER_DIR '$CLUSTER_DIR' must use only letters, digits and ._/+=:,@%~- (it goes into generated configs)"
-trap 'exit 130' INT
-trap 'exit 143' HUP TERM
-# One changing command at a time per state dir (fd 9, closed in every process started here);
-# status and kill-node do not wait for it.
-if [[ $cmd == up || $cmd == down || $cmd == roll || $cmd == restart-node ]]; then
-  mkdir -p "$CLUSTER_DIR"
-  exec 9>"$CLUSTER_DIR/.lock"
-  if command -v flock >/dev/null; then
-    flock -w 120 9 || die "another cluster.sh (up, down, roll, restart-node) holds $CLUSTER_DIR/.lock"
-  fi
-fi
+# One changing command at a time per state dir; status and kill-node do not wait for it.
+locking=0
+if [[ $cmd == up || $cmd == down || $cmd == roll || $cmd == restart-node ]]; then locking=1; fi
+enter_state_dir "$CLUSTER_DIR" CLUSTER_DIR "$locking" 120 "up, down, roll, restart-node"
 
 case $cmd in
   up) cmd_up ;;

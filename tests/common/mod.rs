@@ -2,7 +2,9 @@
 //! independent checks with real tools (ffprobe/ffmpeg, m3u8-rs, dash-mpd-core, mp4-atom, xmllint).
 #![allow(dead_code)]
 
+pub mod cdn;
 pub mod origin;
+pub mod packages;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -9,36 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{fixture, fixture_dir, package, test_ladder};
+use super::fixture_dir;
 
 /// A ROOT with one package named `sample` (12 s 1080p30 source with audio, 3 rungs, 2 s segments:
 /// long enough for players to switch renditions several times),
 /// built once per test binary.
 pub fn sample_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("abr-origin-root-")
-            .tempdir_in(fixture_dir())
-            .unwrap()
-            .keep();
-        let src = fixture("1080p30", 12);
-        let ladder = test_ladder(&dir);
-        let root = dir.join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        package(
-            &src,
-            &root.join("sample"),
-            &[
-                "--ladder",
-                ladder.to_str().unwrap(),
-                "--segment-duration",
-                "2",
-            ],
-        );
-        root
-    })
-    .clone()
+    ROOT.get_or_init(|| super::packages::packaged_root("abr-origin-root-", "1080p30", 12, "sample"))
+        .clone()
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -8,6 +8,8 @@
 //                           (stderr prints 'play.mjs: playing' once playback starts)
 //   [--chromium-arg ARG]... extra Chromium flags (e.g. to trust a test certificate:
 //                           --chromium-arg=--ignore-certificate-errors-spki-list=BASE64)
+//   [--page-port N]         serve the page on 127.0.0.1:N (a known page origin, e.g. for
+//                           an origin's CORS list); default: any free port
 //
 // --dir DIR serves DIR (abr layout: DIR/hls/master.m3u8, DIR/dash/manifest.mpd)
 // from a CORS-enabled static server; the page comes from another port, so all
@@ -15,7 +17,8 @@
 // (e.g. the abr origin), and overrides the manifest path derived from --dir.
 //
 // stdout: one JSON line
-//   {ok, player, renditionsVisited, renditionsTotal, played, errors, httpErrors, ...}
+//   {ok, player, renditionsVisited, renditionsTotal, played, errors, httpErrors,
+//    consoleErrors (the page's console errors, e.g. a CORS refusal), pageOrigin, ...}
 // exit 0 only if ok: every video rendition was loaded and rendered, >= --seconds
 // of media time played (see playedEnough), no fatal player error, no HTTP >= 400.
 // exit 1 on failure or overall timeout, 2 on bad usage.
@@ -56,7 +59,7 @@ const PLAYED_TOLERANCE_S = 0.1;
 const END_SLACK_S = 0.5;
 const POLL_MS = 100;
 
-const USAGE = 'usage: node play.mjs (--dir DIR | --manifest-url URL) --player hls|dash [--seconds N] [--timeout S] [--chromium-arg ARG]... [--verbose]';
+const USAGE = 'usage: node play.mjs (--dir DIR | --manifest-url URL) --player hls|dash [--seconds N] [--timeout S] [--max-stall S] [--page-port N] [--chromium-arg ARG]... [--verbose]';
 
 function usage(msg) {
   if (msg) console.error(`play.mjs: ${msg}`);
@@ -75,6 +78,7 @@ try {
       timeout: { type: 'string', default: '90' },
       'max-stall': { type: 'string' },
       'chromium-arg': { type: 'string', multiple: true, default: [] },
+      'page-port': { type: 'string', default: '0' },
       verbose: { type: 'boolean', short: 'v', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -93,6 +97,8 @@ if (!opts.dir && !opts['manifest-url']) usage('need --dir or --manifest-url');
 const seconds = Number(opts.seconds);
 const timeoutS = Number(opts.timeout);
 const maxStallS = opts['max-stall'] === undefined ? null : Number(opts['max-stall']);
+const pagePort = Number(opts['page-port']);
+if (!(Number.isInteger(pagePort) && pagePort >= 0 && pagePort <= 65535)) usage('bad --page-port');
 if (!(seconds >= 0)) usage('bad --seconds');
 if (!(timeoutS > 0)) usage('bad --timeout');
 const verbose = opts.verbose;
@@ -106,6 +112,8 @@ let phase = 'starting';
 let lastState = null; // latest page snapshot, reported even on timeout
 const httpErrors = [];
 const pageErrors = []; // uncaught exceptions in the page
+const consoleErrors = []; // console.error lines of the page (CORS refusals are logged there)
+let pageOrigin = null;
 const visits = []; // [{index, height, bitrate, ms}] time to confirm each rendition
 const cleanups = []; // run in reverse order at the end
 // Longest time (ms) media time did not advance after playback started, while
@@ -154,7 +162,8 @@ async function main() {
     '/': { body: html, type: 'text/html; charset=utf-8' },
     '/page.js': { file: path.join(HERE, 'page.js'), type: 'text/javascript; charset=utf-8' },
     [script.url]: { file: script.file, type: 'text/javascript; charset=utf-8' },
-  });
+  }, { port: pagePort });
+  pageOrigin = pages.origin;
   cleanups.push(pages.close);
   vlog(`page ${pages.origin}/ manifest ${manifestUrl}`);
 
@@ -182,7 +191,10 @@ async function main() {
     if (error !== 'net::ERR_ABORTED') httpErrors.push({ url: r.url(), status: 0, error });
   });
   page.on('pageerror', (e) => pageErrors.push({ fatal: true, source: 'pageerror', message: e.message }));
-  page.on('console', (m) => vlog(`console.${m.type()}: ${m.text()}`));
+  page.on('console', (m) => {
+    vlog(`console.${m.type()}: ${m.text()}`);
+    if (m.type() === 'error') consoleErrors.push(m.text());
+  });
 
   phase = 'loading the page';
   await page.goto(`${pages.origin}/`, { waitUntil: 'load', timeout: remainingMs() });
@@ -273,6 +285,8 @@ function buildResult(failure) {
     duration: Number.isFinite(s.duration) ? s.duration : null,
     errors,
     httpErrors,
+    consoleErrors,
+    pageOrigin,
     ...(failure ? { failure } : {}),
     renditions,
     visits,

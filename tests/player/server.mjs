@@ -151,9 +151,10 @@ export function staticHandler(rootDir, { log = () => {} } = {}) {
 /**
  * Page server: routes maps a URL path to {file, type} or {body, type}.
  * Deliberately a different origin from the static server so that the
- * player's requests are cross-origin (exercising CORS).
+ * player's requests are cross-origin (exercising CORS); `port` fixes that
+ * origin (0: any free port).
  */
-export async function startPageServer(routes) {
+export async function startPageServer(routes, { port = 0 } = {}) {
   const server = createServer(async (req, res) => {
     const { pathname } = new URL(req.url, 'http://x');
     const route = routes[pathname];
@@ -166,5 +167,5 @@ export async function startPageServer(routes) {
     if (route.body !== undefined) return res.end(route.body);
     createReadStream(route.file).on('error', () => res.destroy()).pipe(res);
   });
-  return listen(server);
+  return listen(server, { port });
 }
