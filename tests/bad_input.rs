@@ -274,12 +274,12 @@ fn killed_job_publishes_nothing_and_rerun_succeeds() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!out.exists(), "a killed job published {}", out.display());
-    assert_eq!(
-        staging_leftovers(&out).len(),
-        1,
-        "the killed job's staging dir is expected to remain"
+    let work = out.parent().unwrap().join(".out.abr-work");
+    assert!(
+        work.join("plan.json").is_file(),
+        "the killed job's work area (plan and finished tasks) is expected to remain"
     );
-    // Rerun: the stale staging dir is cleaned and the job completes.
+    // Rerun: it resumes from the work area, completes and removes it.
     let o = abr(&[
         "package",
         src.to_str().unwrap(),
@@ -298,4 +298,5 @@ fn killed_job_publishes_nothing_and_rerun_succeeds() {
     assert_eq!(v["event"], "done");
     assert!(out.join("hls/master.m3u8").is_file() && out.join("dash/manifest.mpd").is_file());
     assert!(staging_leftovers(&out).is_empty());
+    assert!(!work.exists(), "work area left after publishing");
 }
