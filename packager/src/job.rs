@@ -49,9 +49,9 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-/// Tasks run at once by default: each shard already runs one encoder per rung (x264 with
-/// [`plan::X264_THREADS`] threads each) beside its decoder, so one shard per two cores keeps
-/// every core busy without multiplying memory.
+/// Tasks run at once by default: each shard already runs one single-threaded encoder per rung
+/// ([`plan::X264_THREADS`]) beside its decoder, so one shard per two cores keeps every core
+/// busy without multiplying memory.
 pub fn default_jobs() -> usize {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     cores.div_ceil(2).clamp(1, 16)

@@ -30,9 +30,11 @@ pub const PLAN_FORMAT: u32 = 1;
 pub const ABR_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Bytes of the source hashed for its identity.
 pub const HEAD_BYTES: u64 = 4 << 20;
-/// libx264 threads per rung. Fixed (not the machine's core count) so that the same plan gives
-/// the same bytes on any machine: x264's output depends on its thread count.
-pub const X264_THREADS: u32 = 2;
+/// libx264 threads per rung: one. libx264 0.164 with VBV and frame threads gives different bytes
+/// from run to run (measured: every md5 differs with `-threads 2 -maxrate …`, stable with one
+/// thread), and the same plan must give the same bytes. Parallelism comes from the rungs of a
+/// shard encoding at once and from running several shards at once.
+pub const X264_THREADS: u32 = 1;
 /// Constant added to TS timestamps (B-frame decode times and AAC priming stay positive).
 pub const TS_OFFSET_SECS: i64 = crate::mux::ts::TS_OFFSET_SECS;
 

@@ -65,8 +65,7 @@ pub fn run(a: Args) -> Result<()> {
             progress.update(secs(counter.load(Ordering::Relaxed)));
             std::thread::sleep(Duration::from_millis(100));
         }
-        h.join()
-            .unwrap_or_else(|_| Err(packager::PackageError::Aborted))
+        h.join().unwrap_or(Err(packager::PackageError::Aborted))
     });
     let outcome = match outcome {
         Ok(o) => o,

@@ -239,7 +239,7 @@ impl VideoDecoder {
                 270 => "transpose=cclock",
                 _ => "null",
             };
-            build_graph("buffer", &args, &chain, "buffersink", &ctx, |_| {})
+            build_graph("buffer", &args, chain, "buffersink", &ctx, |_| {})
         };
         let eof = pkt.is_none();
         self.inner
