@@ -252,19 +252,11 @@ pub fn events_named<'a>(ev: &'a [serde_json::Value], name: &str) -> Vec<&'a serd
 
 /// Every regular file under `dir` (relative path → sha256 hex), hashed with coreutils sha256sum.
 pub fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files.sort();
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let files: Vec<PathBuf> = super::cdn::package_files(dir.parent().unwrap(), name)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
     assert!(!files.is_empty(), "{} holds no files", dir.display());
     let mut map = BTreeMap::new();
     for chunk in files.chunks(200) {
