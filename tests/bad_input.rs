@@ -4,9 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::shard::staging_beside;
 use common::*;
 
 fn workdir(name: &str) -> tempfile::TempDir {
@@ -14,24 +15,6 @@ fn workdir(name: &str) -> tempfile::TempDir {
         .prefix(&format!("abr-bad-{name}-"))
         .tempdir_in(fixture_dir())
         .unwrap()
-}
-
-/// Lists leftover staging directories beside `out`.
-fn staging_leftovers(out: &Path) -> Vec<PathBuf> {
-    let parent = out.parent().unwrap();
-    std::fs::read_dir(parent)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .contains(".abr-staging.")
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Runs `abr package input --out out` and asserts: exit ≠ 0, exactly one stderr line that
@@ -60,9 +43,9 @@ fn assert_rejected(input: &Path, out: &Path, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "{} was published", out.display());
     assert!(
-        staging_leftovers(out).is_empty(),
+        staging_beside(out).is_empty(),
         "staging left: {:?}",
-        staging_leftovers(out)
+        staging_beside(out)
     );
 }
 
@@ -297,6 +280,6 @@ fn killed_job_publishes_nothing_and_rerun_succeeds() {
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["event"], "done");
     assert!(out.join("hls/master.m3u8").is_file() && out.join("dash/manifest.mpd").is_file());
-    assert!(staging_leftovers(&out).is_empty());
+    assert!(staging_beside(&out).is_empty());
     assert!(!work.exists(), "work area left after publishing");
 }

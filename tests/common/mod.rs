@@ -5,6 +5,9 @@
 pub mod cdn;
 pub mod origin;
 pub mod packages;
+pub mod player;
+pub mod shard;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
