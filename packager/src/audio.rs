@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use ff::format;
 use ffmpeg_next as ff;
 
+use crate::demux::{self, Next};
 use crate::error::{IoContext, PackageError, Result};
 use crate::packets::{hex, FileDigest, PacketWriter};
 use crate::plan::Plan;
@@ -29,19 +29,8 @@ pub fn encode_audio(
         return Err(PackageError::Option("the plan has no audio".into()));
     };
     let path = &plan.request.source.path;
-    let mut input = format::input(path).map_err(|e| PackageError::NotMedia {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    // SAFETY: plain field writes on streams of a context we own, before reading.
-    unsafe {
-        let ic = input.as_mut_ptr();
-        for i in 0..(*ic).nb_streams as usize {
-            if i != ain.index {
-                (*(*(*ic).streams.add(i))).discard = ff::ffi::AVDiscard::AVDISCARD_ALL;
-            }
-        }
-    }
+    let mut input = demux::open(path)?;
+    demux::keep_only(&mut input, ain.index);
     let target = AudioFormat {
         sample_rate: aout.sample_rate,
         channels: aout.channels,
@@ -98,17 +87,14 @@ pub fn encode_audio(
         if abort.load(Ordering::Relaxed) {
             return Err(PackageError::Aborted);
         }
-        // A fresh packet per read (see pipeline.rs).
-        let mut pkt = ff::Packet::empty();
-        match pkt.read(&mut input) {
-            Ok(()) => {}
-            Err(ff::Error::Eof) => break,
-            Err(ff::Error::Other { errno }) if errno == ff::ffi::EAGAIN => continue,
-            Err(e) => {
+        let pkt = match demux::next_packet(&mut input) {
+            Next::Packet(p) => p,
+            Next::End => break,
+            Next::Error(e) => {
                 tracing::warn!("audio: read error in {}: {e}", path.display());
                 break;
             }
-        }
+        };
         if pkt.stream() != ain.index {
             continue;
         }

@@ -114,7 +114,6 @@ pub fn run(job: &Job) -> Result<Summary> {
     let abort = AtomicBool::new(false);
     let (tx, rx) = unbounded::<(usize, Result<Outcome>)>();
     let in_flight: Mutex<Vec<(usize, Arc<AtomicU64>)>> = Mutex::new(Vec::new());
-    let total_frames = plan.frames.max(1) * u64::from(plan.frame_rate.den);
     let mut first_err: Option<PackageError> = None;
     let mut done = reused;
     thread::scope(|s| -> Result<()> {
@@ -185,7 +184,6 @@ pub fn run(job: &Job) -> Result<Summary> {
                 .unwrap_or(0);
             let secs = (frames_done + running) as f64 * f64::from(plan.frame_rate.den)
                 / f64::from(plan.frame_rate.num);
-            let _ = total_frames;
             progress.update(secs);
         }
         Ok(())

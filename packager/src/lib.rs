@@ -11,6 +11,7 @@ pub mod assemble;
 pub mod audio;
 pub mod cfr;
 pub mod codec;
+pub mod demux;
 pub mod error;
 pub mod job;
 pub mod ladder;

@@ -13,6 +13,7 @@ use ff::format;
 use ffmpeg_next as ff;
 
 use crate::cfr::{nearest_frame, CfrMapper};
+use crate::demux::{self, Next};
 use crate::error::{IoContext, PackageError, Result};
 use crate::packets::FileDigest;
 use crate::plan::{Plan, ShardPlan};
@@ -126,13 +127,6 @@ pub fn encode_shard(
     Ok(ShardOutput { rungs, files })
 }
 
-fn not_media(path: &Path, e: impl std::fmt::Display) -> PackageError {
-    PackageError::NotMedia {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
 /// Positions `input` so that the next video packets start at a keyframe at or before `kf`
 /// (video stream time). Returns the first video packet (a keyframe), or `None` when the seek
 /// cannot land early enough (the caller then decodes from the start).
@@ -158,11 +152,7 @@ fn seek_to(
         if r < 0 {
             continue;
         }
-        loop {
-            let mut pkt = ff::Packet::empty();
-            if pkt.read(input).is_err() {
-                break;
-            }
+        while let Next::Packet(pkt) = demux::next_packet(input) {
             if pkt.stream() != vidx {
                 continue;
             }
@@ -186,7 +176,7 @@ fn decode_range(
     abort: &AtomicBool,
 ) -> Result<()> {
     let path: PathBuf = plan.request.source.path.clone();
-    let mut input = format::input(&path).map_err(|e| not_media(&path, e))?;
+    let mut input = demux::open(&path)?;
     let v = &plan.video;
     let vidx = v.index;
     let tb = v.time_base.rational();
@@ -199,15 +189,7 @@ fn decode_range(
         }
     }
     // Only the video stream is read here (audio is its own task).
-    // SAFETY: plain field writes on streams of a context we own, before reading.
-    unsafe {
-        let ic = input.as_mut_ptr();
-        for i in 0..(*ic).nb_streams as usize {
-            if i != vidx {
-                (*(*(*ic).streams.add(i))).discard = ff::ffi::AVDiscard::AVDISCARD_ALL;
-            }
-        }
-    }
+    demux::keep_only(&mut input, vidx);
     let boundaries = plan.boundaries();
     let fr = plan.frame_rate;
     let frame_of = |t: i64| nearest_frame(t, tb.numerator(), tb.denominator(), fr);
@@ -217,7 +199,8 @@ fn decode_range(
             Some(p) => (Some(p), Some(kf - v.origin)),
             None => {
                 tracing::warn!(shard = shard.index, "seek failed; decoding from the start");
-                input = format::input(&path).map_err(|e| not_media(&path, e))?;
+                input = demux::open(&path)?;
+                demux::keep_only(&mut input, vidx);
                 (None, None)
             }
         },
@@ -259,18 +242,14 @@ fn decode_range(
         if abort.load(Ordering::Relaxed) {
             return Err(PackageError::Aborted);
         }
-        // A fresh packet per read: FFmpeg 5.1's ff_read_packet resets a reused packet with
-        // av_init_packet without unreferencing its buffer, leaking every packet read.
-        let mut pkt = ff::Packet::empty();
-        match pkt.read(&mut input) {
-            Ok(()) => {}
-            Err(ff::Error::Eof) => break,
-            Err(ff::Error::Other { errno }) if errno == ff::ffi::EAGAIN => continue,
-            Err(e) => {
+        let pkt = match demux::next_packet(&mut input) {
+            Next::Packet(p) => p,
+            Next::End => break,
+            Next::Error(e) => {
                 read_error = Some(e);
                 break;
             }
-        }
+        };
         if pkt.stream() == vidx {
             vdec.push(Some(&pkt), &mut |f| on_frame(f, &mut mapper))?;
         }

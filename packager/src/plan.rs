@@ -555,18 +555,16 @@ pub fn prepare(spec: &Spec) -> Result<(WorkArea, Plan, bool)> {
     }
     crate::publish::check_parent(&spec.out)?;
     let work = WorkArea::for_output(&spec.out)?;
-    if let Ok(old) = Plan::load(&work) {
-        if old.request == req {
-            let mut old = old;
-            if old.force != spec.force {
-                old.force = spec.force;
-                old.save(&work)?;
-            }
-            return Ok((work, old, true));
+    let old = Plan::load(&work).ok();
+    if let Some(mut old) = old.clone().filter(|o| o.request == req) {
+        if old.force != spec.force {
+            old.force = spec.force;
+            old.save(&work)?;
         }
+        return Ok((work, old, true));
     }
     let plan = make(spec, req)?;
-    let same = matches!(Plan::load(&work), Ok(old) if old.plan_hash == plan.plan_hash);
+    let same = old.is_some_and(|o| o.plan_hash == plan.plan_hash);
     if !same {
         work.reset()?;
     }

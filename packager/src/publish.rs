@@ -15,7 +15,8 @@ pub struct Staging {
     published: bool,
 }
 
-fn staging_prefix(target: &Path) -> Result<(PathBuf, String)> {
+/// The directory `target` lives in and its name: hidden siblings (staging, work area) go there.
+pub(crate) fn parent_and_name(target: &Path) -> Result<(PathBuf, &str)> {
     let name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         PackageError::Option(format!(
             "output {} has no usable directory name",
@@ -26,6 +27,11 @@ fn staging_prefix(target: &Path) -> Result<(PathBuf, String)> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    Ok((parent, name))
+}
+
+fn staging_prefix(target: &Path) -> Result<(PathBuf, String)> {
+    let (parent, name) = parent_and_name(target)?;
     Ok((parent, format!(".{name}.abr-staging.")))
 }
 

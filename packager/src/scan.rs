@@ -2,9 +2,9 @@
 //! keyframes are, and whether the file is truncated. The plan's frame count and each shard's
 //! seek point come from here, so they follow the source's own timestamps (VFR included).
 
-use ff::format;
 use ffmpeg_next as ff;
 
+use crate::demux::{self, Next};
 use crate::error::{PackageError, Result};
 use crate::probe::Probe;
 
@@ -24,10 +24,7 @@ pub struct Scan {
 /// Reads every video packet of `probe.path`; fails like decoding would on a truncated file.
 pub fn scan(probe: &Probe) -> Result<Scan> {
     let path = &probe.path;
-    let mut input = format::input(path).map_err(|e| PackageError::NotMedia {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut input = demux::open(path)?;
     let vidx = probe.video.index;
     let origin = {
         let st = input
@@ -40,34 +37,21 @@ pub fn scan(probe: &Probe) -> Result<Scan> {
             s
         }
     };
-    // Only the video stream is read: the demuxer skips the others' payloads.
-    // SAFETY: plain field writes on streams of a context we own, before reading.
-    unsafe {
-        let ic = input.as_mut_ptr();
-        for i in 0..(*ic).nb_streams as usize {
-            let st = *(*ic).streams.add(i);
-            if i != vidx {
-                (*st).discard = ff::ffi::AVDiscard::AVDISCARD_ALL;
-            }
-        }
-    }
+    demux::keep_only(&mut input, vidx);
     let mut end = i64::MIN;
     let mut first = i64::MAX;
     let mut keyframes = Vec::new();
     let mut packets = 0u64;
     let mut read_error = None;
     loop {
-        // A fresh packet per read (see job.rs: FFmpeg 5.1 leaks reused packets' buffers).
-        let mut pkt = ff::Packet::empty();
-        match pkt.read(&mut input) {
-            Ok(()) => {}
-            Err(ff::Error::Eof) => break,
-            Err(ff::Error::Other { errno }) if errno == ff::ffi::EAGAIN => continue,
-            Err(e) => {
+        let pkt = match demux::next_packet(&mut input) {
+            Next::Packet(p) => p,
+            Next::End => break,
+            Next::Error(e) => {
                 read_error = Some(e);
                 break;
             }
-        }
+        };
         if pkt.stream() != vidx {
             continue;
         }

@@ -23,16 +23,7 @@ pub struct WorkArea {
 impl WorkArea {
     /// `<parent>/.<name>.abr-work` for package directory `out`.
     pub fn for_output(out: &Path) -> Result<Self> {
-        let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            PackageError::Option(format!(
-                "output {} has no usable directory name",
-                out.display()
-            ))
-        })?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let (parent, name) = crate::publish::parent_and_name(out)?;
         Ok(WorkArea {
             dir: parent.join(format!(".{name}.abr-work")),
         })
