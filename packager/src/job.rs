@@ -49,12 +49,12 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-/// Tasks run at once by default: each shard already runs one single-threaded encoder per rung
-/// ([`plan::X264_THREADS`]) beside its decoder, so one shard per two cores keeps every core
-/// busy without multiplying memory.
+/// Tasks run at once by default: one per core. Each shard runs one single-threaded encoder per
+/// rung ([`plan::X264_THREADS`]), and its top rung alone is the longest chain: one shard at a
+/// time used 107 % CPU of 2 cores (BENCHMARKS.md), so shards must overlap to fill the machine.
 pub fn default_jobs() -> usize {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    cores.div_ceil(2).clamp(1, 16)
+    cores.clamp(1, 16)
 }
 
 /// Runs a job to completion. On any error nothing is published at the output; finished tasks

@@ -11,7 +11,7 @@ use super::{ProgressArg, SpecArgs};
 pub struct Args {
     #[command(flatten)]
     spec: SpecArgs,
-    /// Tasks run at once (0 = one per two cores).
+    /// Tasks run at once (0 = one per core).
     #[arg(long, default_value_t = 0)]
     jobs: usize,
     /// Keep the work area (plan and tasks) after publishing.
