@@ -363,6 +363,10 @@ pub fn assemble(
                 Some(a) => format!("{},{a}", rungs[r][0].codec),
                 None => rungs[r][0].codec.clone(),
             };
+            // The peak leaves out a short final segment; a heavy one can lift the average above
+            // it, and BANDWIDTH must never be below AVERAGE-BANDWIDTH (RFC 8216 §4.3.4.2).
+            let average = rendition::average_bitrate(&segments, timescale);
+            let peak = rendition::peak_bitrate(&segments, timescale).max(average);
             hls.push(HlsVariant {
                 name: rung.name.clone(),
                 codecs,
@@ -371,8 +375,8 @@ pub fn assemble(
                     height: rung.height,
                     frame_rate: fr,
                 },
-                peak_bandwidth: rendition::peak_bitrate(&segments, timescale),
-                average_bandwidth: rendition::average_bitrate(&segments, timescale),
+                peak_bandwidth: peak,
+                average_bandwidth: average,
                 timescale,
                 segments,
             });

@@ -99,7 +99,7 @@ render_nginx() {
   done
   mkdir -p "$EDGE_DIR/nginx-tmp" "$EDGE_DIR/cache"
   # Placeholders are replaced outside comments only (the template's comments name them).
-  sed -e "/^[[:space:]]*#/!{s|@DIR@|$EDGE_DIR|g; s|@PORT@|$PORT|g; s|@WORKERS@|$WORKERS|g; s|@CACHE_MAX_SIZE@|$CACHE_MAX_SIZE|g; s|@MODULES@|$modules|g; s|@SERVERS@|$servers|}" \
+  sed -e "/^[[:space:]]*#/!{s|@DIR@|$EDGE_DIR|g; s|@PORT@|$PORT|g; s|@WORKERS@|$WORKERS|g; s|@USER@|$(id -un)|g; s|@CACHE_MAX_SIZE@|$CACHE_MAX_SIZE|g; s|@MODULES@|$modules|g; s|@SERVERS@|$servers|}" \
     "$HERE/nginx.conf.in" >"$EDGE_DIR/nginx.conf"
   if grep -v '^[[:space:]]*#' "$EDGE_DIR/nginx.conf" | grep '@[A-Z_]*@' >&2; then
     die "unfilled placeholder in $EDGE_DIR/nginx.conf"
