@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
+use common::shard::{abr_cmd, assert_same_package, one_error_line, plan, task_entries, work_area};
 use common::slurm::Slurm;
 
 /// The test cluster itself: an array job runs every index once, each with its own
@@ -70,41 +70,18 @@ fn slurm_test_cluster_runs_an_array_and_its_dependency() {
     assert!(nodes.len() > 1, "every element ran on one node: {nodes:?}");
 }
 
-/// The three index variables, removed from every `abr shard` this file runs so that only what a
-/// test sets counts (the test itself may run inside an engine).
-const INDEX_VARS: [&str; 3] = [
-    "JOB_COMPLETION_INDEX",
-    "SLURM_ARRAY_TASK_ID",
-    "AWS_BATCH_JOB_ARRAY_INDEX",
-];
-
-/// `abr` with `args` and exactly the index variables `env`.
-fn abr_with_index_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_abr"));
-    c.args(args);
-    for v in INDEX_VARS {
-        c.env_remove(v);
-    }
-    c.envs(env.iter().copied()).output().unwrap()
+/// `abr args` with exactly the index variables `env` (those of the test's own environment are
+/// removed: the test itself may run inside an engine).
+fn abr_with_index_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    abr_cmd(args).envs(env.iter().copied()).output().unwrap()
 }
 
-/// The work area of package directory `out`: `<parent>/.<name>.abr-work`.
-fn work_area(out: &Path) -> PathBuf {
-    let name = out.file_name().unwrap().to_str().unwrap();
-    out.with_file_name(format!(".{name}.abr-work"))
-}
-
-/// Indices of the finished tasks in `out`'s work area (`tasks/NNNNN/` with a sidecar).
+/// Indices of the finished tasks in `out`'s work area (`tasks/NNNNN/`, temporaries excluded).
 fn finished_tasks(out: &Path) -> Vec<usize> {
-    let mut v: Vec<usize> = std::fs::read_dir(work_area(out).join("tasks"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("task.json").is_file())
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    v.sort();
-    v
+    task_entries(&work_area(out))
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 /// The options of a small, fast job: the test ladder, `segment`-second segments, shards of
@@ -123,33 +100,6 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// `abr plan … --json`: the plan's task count.
-fn plan(src: &Path, out: &Path, extra: &[&str]) -> usize {
-    let mut args = vec![
-        "plan",
-        src.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let o = common::abr(&args);
-    assert!(o.status.success(), "abr plan: {o:?}");
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("plan --json");
-    j["tasks"].as_u64().expect("tasks") as usize
-}
-
-/// Asserts a failed run printed one `abr: error:` line and exited 1.
-fn assert_one_line_error(o: &std::process::Output, what: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{what}: {o:?}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("abr: error: "),
-        "{what}: {err}"
-    );
-}
-
 /// `--index-from-env` runs the task named by the first set of JOB_COMPLETION_INDEX,
 /// SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX, and only that task; none set, or an index
 /// out of range, is one error line.
@@ -159,7 +109,7 @@ fn index_from_env_runs_the_task_of_the_first_set_variable() {
     let src = common::fixture("1080p30", 4);
     let ladder = common::test_ladder(work.path());
     let out = work.path().join("pkg");
-    let n = plan(&src, &out, &strs(&fast_options(&ladder, 1, 1)));
+    let n = plan(&src, &out, &strs(&fast_options(&ladder, 1, 1))).tasks;
     assert!(n >= 4, "want at least 4 tasks, plan has {n}");
     let dir = out.to_str().unwrap();
     let shard = |env: &[(&str, &str)]| {
@@ -193,9 +143,9 @@ fn index_from_env_runs_the_task_of_the_first_set_variable() {
         expect.push(index);
         assert_eq!(finished_tasks(&out), expect, "after abr shard with {env:?}");
     }
-    assert_one_line_error(&shard(&[]), "no index variable set");
+    one_error_line(&shard(&[]), "no index variable set");
     let past = n.to_string();
-    assert_one_line_error(
+    one_error_line(
         &shard(&[("JOB_COMPLETION_INDEX", &past)]),
         "index past the last task",
     );
@@ -205,51 +155,6 @@ fn index_from_env_runs_the_task_of_the_first_set_variable() {
         "a refused task wrote something"
     );
     assert!(!out.exists(), "abr shard published the package");
-}
-
-/// Every file below `dir` (relative path → sha256, by `sha256sum`).
-fn digests(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, String>) {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                let o = Command::new("sha256sum").arg(&p).output().unwrap();
-                assert!(o.status.success(), "sha256sum {}", p.display());
-                let sum = String::from_utf8_lossy(&o.stdout);
-                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, sum.split_whitespace().next().unwrap().to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// Asserts two packages hold the same files with the same bytes.
-fn assert_same_package(a: &Path, b: &Path) {
-    let (da, db) = (digests(a), digests(b));
-    assert!(
-        da.len() > 4,
-        "{} holds only {} files",
-        a.display(),
-        da.len()
-    );
-    let differ: Vec<_> = da
-        .keys()
-        .chain(db.keys())
-        .filter(|k| da.get(*k) != db.get(*k))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "{} and {} differ in {differ:?}",
-        a.display(),
-        b.display()
-    );
 }
 
 /// `scripts/engines/k8s/render.sh KIND KEY=VALUE…`, parsed (one YAML document).
@@ -297,7 +202,7 @@ fn job_command(job: &serde_json::Value, image: &str, mount: &str, pvc: &str) -> 
 }
 
 /// Runs a container command as the kubelet would, with the built abr for the image's `abr`.
-fn run_container(cmd: &[String], env: &[(&str, &str)]) -> std::process::Output {
+fn run_container(cmd: &[String], env: &[(&str, &str)]) -> Output {
     let args: Vec<&str> = cmd[1..].iter().map(String::as_str).collect();
     abr_with_index_env(&args, env)
 }
@@ -387,7 +292,7 @@ fn k8s_manifests_parse_and_their_commands_package_the_source() {
 
     let reference = volume.path().join("reference");
     common::package(&src, &reference, &strs(&fast_options(&ladder, 1, 1)));
-    assert_same_package(&out, &reference);
+    assert_same_package(&out, &reference, "Kubernetes pods vs abr package");
 
     // render.sh refuses what cannot work.
     for (kind, bad) in [
@@ -404,4 +309,150 @@ fn k8s_manifests_parse_and_their_commands_package_the_source() {
         assert!(!o.status.success(), "render.sh {kind} accepted {bad:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("render.sh: "));
     }
+}
+
+/// What `submit.sh` printed: `tasks=N`, `array_job=ID`, `assemble_job=ID`.
+fn submitted(stdout: &str, key: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("submit.sh printed no {key}=: {stdout}"))
+        .to_string()
+}
+
+/// The largest `percent` of the `--progress json` lines in `log` (0 when none).
+fn progress_percent(log: &str) -> f64 {
+    log.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "progress")
+        .filter_map(|e| e["percent"].as_f64())
+        .fold(0.0, f64::max)
+}
+
+/// Issue 11, acceptance 5: `scripts/engines/slurm/submit.sh` on a real Slurm cluster (three
+/// slurmd): the array and its afterok assemble job succeed although one `abr shard` is SIGKILLed
+/// mid-way (the array script runs it again: Slurm itself reruns nothing that exited non-zero),
+/// and the package is byte-identical to `abr package --shard-seconds S` with the same options.
+#[test]
+fn slurm_array_reruns_a_killed_shard_and_matches_abr_package() {
+    let work = tempfile::tempdir().unwrap();
+    let src = common::fixture("1080p30", 24);
+    let ladder = common::test_ladder(work.path());
+    let (segment, shard_s) = (2, 6);
+    let out = work.path().join("packages/movie");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let logs = work.path().join("packages/.movie.slurm-logs");
+    let abr = env!("CARGO_BIN_EXE_abr");
+    let slurm = Slurm::start(3, 2);
+
+    let mut submit = slurm.command("bash");
+    submit
+        .arg(common::root().join("scripts/engines/slurm/submit.sh"))
+        .arg(&src)
+        .arg(&out)
+        .arg(shard_s.to_string())
+        .args(["--ladder", ladder.to_str().unwrap()])
+        .args(["--segment-duration", &segment.to_string()])
+        .env("ABR", abr)
+        .env("ABR_SHARD_RETRY_DELAY", "0");
+    for v in ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"] {
+        submit.env_remove(v);
+    }
+    let o = submit.output().unwrap();
+    assert!(o.status.success(), "submit.sh: {o:?}");
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let tasks: usize = submitted(&stdout, "tasks").parse().unwrap();
+    let (array, assemble) = (
+        submitted(&stdout, "array_job"),
+        submitted(&stdout, "assemble_job"),
+    );
+    let plan = common::shard::read_plan(&work_area(&out));
+    let shards = plan["shards"].as_array().expect("plan.json shards").len();
+    assert!(shards >= 4, "{shards} shards: the test wants at least 4");
+    assert_eq!(plan["tasks"].as_u64(), Some(tasks as u64));
+    let log_of = |i: usize| logs.join(format!("shard-{array}_{i}.out"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    // SIGKILL, mid-way, the `abr shard` of the first video shard seen between 20 and 80 % of
+    // its work (its --progress json lines in the element's log), found by its command line and
+    // array index.
+    let conf = format!("SLURM_CONF={}", slurm.conf.display());
+    let mut killed = None;
+    common::slurm::poll(
+        240,
+        "no running abr shard with progress to kill",
+        || {
+            for i in 0..shards {
+                let pct = progress_percent(&read(&log_of(i)));
+                if !(20.0..80.0).contains(&pct) || finished_tasks(&out).contains(&i) {
+                    continue;
+                }
+                let proc = common::slurm::processes().into_iter().find(|p| {
+                    p.cmdline.first().map(String::as_str) == Some(abr)
+                        && p.cmdline.get(1).map(String::as_str) == Some("shard")
+                        && p.environ.contains(&conf)
+                        && p.env("SLURM_ARRAY_TASK_ID") == Some(&i.to_string())
+                });
+                if let Some(p) = proc {
+                    if unsafe { libc::kill(p.pid, libc::SIGKILL) } == 0 {
+                        killed = Some((i, p.pid, pct));
+                        return true;
+                    }
+                }
+            }
+            false
+        },
+        || format!("{:#?}\n{}", slurm.jobs(&array), slurm.logs()),
+    );
+    let (index, pid, pct) = killed.unwrap();
+    eprintln!("killed abr shard of task {index} (pid {pid}) at {pct} %");
+    assert!(
+        !finished_tasks(&out).contains(&index),
+        "task {index} was complete when killed"
+    );
+
+    let elements = slurm.wait_finished(&array, 300);
+    let diag = || format!("{elements:#?}\n{}", read(&log_of(index)));
+    assert_eq!(elements.len(), tasks, "{}", diag());
+    for e in &elements {
+        assert_eq!(
+            (e.state(), e.get("ExitCode")),
+            ("COMPLETED", "0:0"),
+            "{}",
+            diag()
+        );
+    }
+    // The killed task ran again inside its own element (no Slurm requeue) and succeeded.
+    let element = elements
+        .iter()
+        .find(|e| e.get("ArrayTaskId") == index.to_string())
+        .expect("the killed element");
+    assert_eq!(element.get("Restarts"), "0", "{}", diag());
+    let log = read(&log_of(index));
+    for want in [
+        format!("task {index} attempt 1 failed (exit 137)"),
+        format!("task {index} attempt 2/"),
+        format!("task {index} done"),
+    ] {
+        assert!(log.contains(&want), "no {want:?} in the log:\n{log}");
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the killed abr shard {pid} still exists"
+    );
+
+    let done = slurm.wait_finished(&assemble, 300);
+    assert_eq!(
+        (done[0].state(), done[0].get("ExitCode")),
+        ("COMPLETED", "0:0"),
+        "{done:#?}\n{}",
+        read(&logs.join(format!("assemble-{assemble}.out")))
+    );
+    assert!(!work_area(&out).exists(), "work area left after assemble");
+
+    let reference = work.path().join("reference");
+    let opts = fast_options(&ladder, segment, shard_s);
+    common::package(&src, &reference, &strs(&opts));
+    assert_same_package(&out, &reference, "Slurm array vs abr package");
 }
