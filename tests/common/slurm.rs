@@ -115,6 +115,18 @@ pub fn processes() -> Vec<Proc> {
     out
 }
 
+/// Makes the child get SIGTERM if the test dies without dropping the cluster (killed runner).
+fn die_with_parent(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 /// `n` distinct free loopback ports, all held bound until every one is chosen.
 fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<TcpListener> = (0..n)
@@ -152,10 +164,16 @@ impl Slurm {
                 "{bin} not found: scripts/setup.sh installs slurmctld slurmd slurm-client munge"
             );
         }
-        // Short paths (under /tmp): the munge socket path must fit in sockaddr_un.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the Slurm test cluster runs its daemons as root"
+        );
+        // Short paths (in /tmp whatever TMPDIR says): the munge socket path must fit in
+        // sockaddr_un.
         let dir = tempfile::Builder::new()
             .prefix("abr-slurm-")
-            .tempdir()
+            .tempdir_in("/tmp")
             .unwrap()
             .keep();
         for d in ["key", "munge", "state", "spool", "log"] {
@@ -187,7 +205,9 @@ impl Slurm {
             .unwrap();
         assert!(o.status.success(), "mungekey: {o:?}");
         let sock = dir.join("munge/munge.socket");
-        let munged = Command::new("munged")
+        let mut munged = Command::new("munged");
+        die_with_parent(&mut munged);
+        let munged = munged
             .args(["--foreground", "--force"])
             .arg(format!("--socket={}", sock.display()))
             .arg(format!("--key-file={}", key.display()))
@@ -275,6 +295,7 @@ impl Slurm {
         let f = std::fs::File::create(self.dir.join(format!("log/{prog}-{n}.out"))).unwrap();
         let mut c = self.command(prog);
         c.stdout(f.try_clone().unwrap()).stderr(f);
+        die_with_parent(&mut c);
         c
     }
 
