@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 APT_PKGS=(pkg-config clang libclang-dev ffmpeg
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev libxml2-utils chromium nodejs npm
-  nginx libnginx-mod-http-headers-more-filter redis-server redis-tools curl)
+  nginx libnginx-mod-http-headers-more-filter redis-server redis-tools curl
+  slurmctld slurmd slurm-client munge)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

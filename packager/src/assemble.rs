@@ -225,6 +225,7 @@ pub fn assemble(
     plan: &Plan,
     opts: AssembleOptions,
 ) -> Result<(PathBuf, PackageInfo)> {
+    crate::init();
     let records = check_tasks(work, plan)?;
     let audio = plan.audio_task.and_then(|t| records[t].audio.clone());
     if plan.audio_task.is_some() && audio.is_none() {

@@ -68,6 +68,8 @@ pub fn run_task(
     index: usize,
     opts: &RunOptions<'_>,
 ) -> Result<Outcome> {
+    // A task process never probes (which is where libav was quieted): quiet it here too.
+    crate::init();
     let task = plan.task(index)?;
     let final_dir = work.task_dir(index);
     match verify_task(work, &plan.plan_hash, index) {

@@ -7,6 +7,7 @@ pub mod origin;
 pub mod packages;
 pub mod player;
 pub mod shard;
+pub mod slurm;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
