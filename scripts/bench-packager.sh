@@ -420,7 +420,7 @@ EOF
   done
   write_cmd abr-assemble "abr assemble (--keep-work: the sidecars are read below)" \
     "hls $OS/hls/master.m3u8;dash $OS/dash/manifest.mpd" <<EOF
-exec $(q "$ABR" assemble "$OS" --keep-work --progress none)
+exec $(q "$ABR" assemble "$OS" --keep-work)
 EOF
   run_one abr-assemble sh
   cp "$WORK/plan.json" "$RES/plan.json"

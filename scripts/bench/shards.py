@@ -2,13 +2,15 @@
 """Sharding figures for scripts/bench-packager.sh --sharding (stdlib + the ffmpeg CLI).
 
 usage: shards.py psnr --plan PLAN.json --src SRC --unsharded PKG --sharded PKG --out OUT.json
-                      [--window-s 1.0] [--log LOG]
+                      [--window-s 1.0] [--wide-s 4.0] [--log LOG]
            Per-frame Y-PSNR of every rung of both packages against the source scaled to the
            rung's size (bicubic, as abr scales), over the frames within --window-s of every seam
            (a seam: the first frame of every shard but the first, from plan.json). One ffmpeg
            run decodes the source once for every rung and both packages; only the seam windows
            are compared. Writes, per rung: per-seam mean PSNR of both packages and the sharded
-           minus unsharded difference (mean over all window frames, worst frame, worst seam).
+           minus unsharded difference (mean over all window frames, worst frame, worst seam),
+           and, over --wide-s around each seam, the mean difference per second from the seam
+           (how long the rate control's restart costs).
 
        shards.py project --plan PLAN.json --tasks 'RES/task-{}.json' [--sidecars 'DIR/{}.json']
                       --assemble ASM.json [--plan-run PLAN_RUN.json] --source-s S --target-s T
@@ -55,8 +57,10 @@ def psnr(a):
     wins = windows(plan, a.window_s)
     if not wins:
         sys.exit("shards.py: the plan has one shard: no seam to measure")
-    frames = sorted({n for _, lo, hi in wins for n in range(lo, hi + 1)})
-    sel = "+".join(f"between(n\\,{lo}\\,{hi})" for _, lo, hi in wins)
+    # Frames are measured over the wider window; the reported figures use --window-s.
+    wide = windows(plan, max(a.window_s, a.wide_s))
+    frames = sorted({n for _, lo, hi in wide for n in range(lo, hi + 1)})
+    sel = "+".join(f"between(n\\,{lo}\\,{hi})" for _, lo, hi in wide)
     rungs = plan["rungs"]
     pkgs = {"unsharded": a.unsharded, "sharded": a.sharded}
     stats_dir = os.path.dirname(os.path.abspath(a.out))
@@ -89,8 +93,9 @@ def psnr(a):
     if r.returncode:
         sys.exit(f"shards.py: ffmpeg failed (exit {r.returncode}); see {a.log}")
 
-    res = {"window_s": a.window_s, "seams": seams(plan), "frames_compared": len(frames),
-           "fps": plan["fps"], "rungs": []}
+    narrow = sorted({n for _, lo, hi in wins for n in range(lo, hi + 1)})
+    res = {"window_s": a.window_s, "wide_s": max(a.window_s, a.wide_s), "seams": seams(plan),
+           "frames_compared": len(narrow), "fps": plan["fps"], "rungs": []}
     for rg in rungs:
         per = {}
         for tag in pkgs:
@@ -109,12 +114,21 @@ def psnr(a):
             mean = lambda d: sum(d[n] for n in ns) / len(ns)  # noqa: E731
             seam_rows.append({"seam_frame": s, "unsharded_db": mean(per["unsharded"]),
                               "sharded_db": mean(per["sharded"]), "diff_db": mean(diffs)})
-        worst_n = min(frames, key=lambda n: diffs[n])
+        worst_n = min(narrow, key=lambda n: diffs[n])
+        # Mean difference per whole second relative to the seam, over every seam (wide window).
+        fps = plan["fps"]
+        profile = {}
+        for s, lo, hi in wide:
+            for n in range(lo, hi + 1):
+                profile.setdefault(math.floor((n - s) / fps), []).append(diffs[n])
+        wide_frames = sorted({n for _, lo, hi in wide for n in range(lo, hi + 1)})
         res["rungs"].append({
             "name": rg["name"], "width": rg["width"], "height": rg["height"],
-            "unsharded_db": sum(per["unsharded"].values()) / len(frames),
-            "sharded_db": sum(per["sharded"].values()) / len(frames),
-            "mean_diff_db": sum(diffs.values()) / len(frames),
+            "unsharded_db": sum(per["unsharded"][n] for n in narrow) / len(narrow),
+            "sharded_db": sum(per["sharded"][n] for n in narrow) / len(narrow),
+            "mean_diff_db": sum(diffs[n] for n in narrow) / len(narrow),
+            "wide_mean_diff_db": sum(diffs[n] for n in wide_frames) / len(wide_frames),
+            "profile_db": {str(k): sum(v) / len(v) for k, v in sorted(profile.items())},
             "worst_frame_diff_db": diffs[worst_n], "worst_frame": worst_n,
             "worst_seam_diff_db": min(r["diff_db"] for r in seam_rows),
             "seams": seam_rows,
@@ -133,7 +147,7 @@ def task_times(plan, measured, sidecars):
         if side and os.path.isfile(side):
             with open(side) as f:
                 t = json.load(f)
-            if "elapsed_s" in t and "cpu_s" in t:
+            if t.get("elapsed_s") is not None and t.get("cpu_s") is not None:
                 out.append((i, kind, float(t["elapsed_s"]), float(t["cpu_s"]), "task.json"))
                 continue
         with open(measured.format(i)) as f:
@@ -216,6 +230,8 @@ def main():
     p.add_argument("--sharded", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--window-s", type=float, default=1.0)
+    p.add_argument("--wide-s", type=float, default=4.0,
+                   help="also measure this far from each seam (the recovery profile)")
     p.add_argument("--log")
     p.set_defaults(fn=psnr)
     q = sub.add_parser("project")
