@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench-packager.sh [--no-flat | --flat] [--only NAME,NAME…] [SOURCE_SECONDS=60] [RUNS=3]
+# scripts/bench-packager.sh --sharding [--shard-seconds 60] [--target-seconds 7200]
+#                           [--machines 1,4,16,64] [SOURCE_SECONDS=600]
 #
 # Benchmark (not a test): abr against FFmpeg recipes and Shaka Streamer, on the same 1080p30
 # source (fixtures/make.sh 1080p30, SOURCE_SECONDS long), the same ladder and the same x264
@@ -28,8 +30,24 @@
 # tool), and peak of the summed RSS of the process tree sampled from /proc every 100 ms (this is
 # the honest figure for Shaka Streamer = python + ffmpeg + packager).
 #
-# Memory flatness: abr also packages a 4x longer source once and its peak RSS at 1x vs 4x is
-# reported. --no-flat skips that; --flat runs ONLY that (abr at 1x once, and at 4x once).
+# Memory flatness: abr packages a mezzanine-bitrate source (fixtures/make.sh $FLAT_SHAPE, default
+# mezz1080: 1920x1080 30 fps, ~26 Mb/s video + AAC) SOURCE_SECONDS long and 4x as long, once each,
+# default ladder, and its peak RSS at 1x vs 4x is reported (target <= 1.10x). At a mezzanine
+# bitrate anything that keeps a share of the bytes read shows at once. --no-flat skips that;
+# --flat runs ONLY that.
+#
+# Sharding (--sharding runs ONLY this): one mezzanine-like 1080p source (fixtures/make.sh
+# $SHARD_SHAPE, default mezz1080: ~26 Mb/s video + AAC, SOURCE_SECONDS long, default 600), abr's
+# default ladder, packaged twice:
+#   unsharded  abr package SRC --shard-seconds 0 (one shard: the whole source in one pipeline)
+#   sharded    abr plan SRC --shard-seconds S, then every task as its own process, one after the
+#              other (abr shard --index 0 … N-1, the audio task last), then abr assemble
+# and reported: total CPU (user+sys) sharded / unsharded (target <= 1.03); assemble's share of
+# the sharded run's wall and CPU time (target <= 2 %); seam quality — per-frame Y-PSNR of each
+# rung against the source scaled to the rung's size, over the 2 s around every seam, sharded
+# minus unsharded, mean and worst, per rung (scripts/bench/shards.py psnr); and the projected
+# wall time of a TARGET_SECONDS (default 2 h) source on 1, 4, 16 and 64 machines from the
+# measured per-task times (scripts/bench/shards.py project).
 #
 # Output: a Markdown report (machine, table, flatness, exact commands) printed at the end and
 # written to target/bench/packager-results.md; raw per-run JSON in target/bench/results/.
@@ -38,25 +56,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench-packager: %s\n' "$*" >&2; exit 1; }
 
 ALL=(abr ffmpeg-floor ffmpeg-2run ffmpeg-tee shaka shaka-veryfast)
-FLAT=both ONLY='' pos=()
+FLAT=both ONLY='' SHARDING=0 SHARD_S=60 TARGET_S=7200 MACHINES=1,4,16,64 pos=()
 while (($#)); do
   case $1 in
     --flat) FLAT=only ;;
     --no-flat) FLAT=no ;;
     --only) [[ $# -ge 2 ]] || usage; ONLY=$2; shift ;;
     --only=*) ONLY=${1#*=} ;;
+    --sharding) SHARDING=1 FLAT=no ;;
+    --shard-seconds) [[ $# -ge 2 ]] || usage; SHARD_S=$2; shift ;;
+    --target-seconds) [[ $# -ge 2 ]] || usage; TARGET_S=$2; shift ;;
+    --machines) [[ $# -ge 2 ]] || usage; MACHINES=$2; shift ;;
     -h | --help) usage ;;
     -*) usage ;;
     *) pos+=("$1") ;;
   esac
   shift
 done
-SRC_S=${pos[0]:-60}
+SRC_S=${pos[0]:-$((SHARDING ? 600 : 60))}
 RUNS=${pos[1]:-3}
 [[ $SRC_S =~ ^[0-9]+$ && $SRC_S -ge 4 ]] || die "SOURCE_SECONDS must be an integer >= 4"
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || die "RUNS must be an integer >= 1"
@@ -66,6 +88,9 @@ if [[ -n $ONLY ]]; then
   for c in "${CONTENDERS[@]}"; do [[ " ${ALL[*]} " == *" $c "* ]] || die "unknown contender $c"; done
 fi
 [[ $FLAT == only ]] && CONTENDERS=()
+((SHARDING)) && CONTENDERS=()
+[[ $SHARD_S =~ ^[0-9]+$ && $SHARD_S -ge 1 ]] || die "--shard-seconds must be an integer >= 1"
+[[ $TARGET_S =~ ^[0-9]+$ && $MACHINES =~ ^[0-9]+(,[0-9]+)*$ ]] || die "bad --target-seconds/--machines"
 
 BENCH=$ROOT/target/bench
 VENV=$ROOT/target/bench-venv
@@ -117,11 +142,27 @@ ABR=target/release/abr
 # ---------------------------------------------------------------------------------------------
 # 2. Sources (fixtures/make.sh is idempotent: an up-to-date file is reused).
 mkdir -p "$BENCH"
-SRC=target/bench/src-${SRC_S}s.mp4
-bash fixtures/make.sh 1080p30 "$SRC" "$SRC_S" >/dev/null
+if ((SHARDING)); then
+  SHAPE=${SHARD_SHAPE:-mezz1080}
+  SRC=target/bench/$SHAPE-${SRC_S}s.mp4
+else
+  SHAPE=1080p30
+  SRC=target/bench/src-${SRC_S}s.mp4
+fi
+log "fixtures/make.sh $SHAPE ($SRC_S s)"
+bash fixtures/make.sh "$SHAPE" "$SRC" "$SRC_S" >/dev/null
+FLAT_SHAPE=${FLAT_SHAPE:-mezz1080}
 if [[ $FLAT != no ]]; then
-  SRC4=target/bench/src-$((4 * SRC_S))s.mp4
-  bash fixtures/make.sh 1080p30 "$SRC4" $((4 * SRC_S)) >/dev/null
+  FSRC=target/bench/$FLAT_SHAPE-${SRC_S}s.mp4
+  FSRC4=target/bench/$FLAT_SHAPE-$((4 * SRC_S))s.mp4
+  log "fixtures/make.sh $FLAT_SHAPE ($SRC_S s and $((4 * SRC_S)) s)"
+  bash fixtures/make.sh "$FLAT_SHAPE" "$FSRC" "$SRC_S" >/dev/null
+  bash fixtures/make.sh "$FLAT_SHAPE" "$FSRC4" $((4 * SRC_S)) >/dev/null
+  # video bit/s as ffprobe reports it (the point of these sources: >= 20 Mb/s)
+  vrate() { ffprobe -v error -select_streams v:0 -show_entries stream=bit_rate -of csv=p=0 "$1"; }
+  FLAT_RATE=$(vrate "$FSRC") FLAT_RATE4=$(vrate "$FSRC4")
+  ((FLAT_RATE >= 20000000 && FLAT_RATE4 >= 20000000)) ||
+    die "$FLAT_SHAPE: video bitrate $FLAT_RATE / $FLAT_RATE4 bit/s is below 20 Mb/s"
 fi
 
 # Frame rate -> frames per 4 s segment; K = that + 1 (abr: boundaries.max_segment_frames() + 1,
@@ -338,25 +379,62 @@ for ((r = 0; r < RUNS && n > 0; r++)); do
 done
 
 if [[ $FLAT != no ]]; then
-  if [[ ! " ${CONTENDERS[*]} " == *" abr "* ]]; then run_one abr flat1x; fi
-  # the same command file, pointed at the 4x source
-  sed "s#$SRC#$SRC4#" "$CMDS/abr.sh" >"$CMDS/abr-4x.sh"
-  O=$(out abr)
-  printf '%s\t%s\t%s\n' abr-4x "abr package, 4x longer source" \
-    "hls $O/hls/master.m3u8;dash $O/dash/manifest.mpd" >>"$CMDS/contenders.tsv"
-  NSEG_1=$NSEG; NSEG=$(((4 * SRC_S + 3) / 4))
-  cat "$SRC4" >/dev/null
-  rm -rf "$(out abr)"
-  log "flatness: abr on $SRC4"
-  python3 scripts/bench/measure.py --json "$RES/abr.flat4x.json" --log "$RES/abr.flat4x.log" \
-    -- bash "$CMDS/abr-4x.sh" || die "abr (4x) failed; log: $RES/abr.flat4x.log"
-  if ! { python3 scripts/bench/validate.py hls "$O/hls/master.m3u8" "$NSEG" &&
-    python3 scripts/bench/validate.py dash "$O/dash/manifest.mpd" "$NSEG"; } >"$RES/abr.flat4x.valid"; then
-    cat "$RES/abr.flat4x.valid" >&2
-    die "abr (4x): output check failed"
-  fi
-  sed "s/^/    /" "$RES/abr.flat4x.valid" >&2
-  NSEG=$NSEG_1
+  # abr at 1x and 4x the length of the mezzanine source, one run each, same command otherwise.
+  NSEG_C=$NSEG
+  for x in 1 4; do
+    s=$FSRC; ((x == 4)) && s=$FSRC4
+    O=$(out abr-flat${x}x)
+    write_cmd "abr-flat${x}x" "abr package, $FLAT_SHAPE, ${x}x length" \
+      "hls $O/hls/master.m3u8;dash $O/dash/manifest.mpd" <<EOF
+exec $(q "$ABR" package "$s" --out "$O" --force --progress none)
+EOF
+    NSEG=$(((x * SRC_S + 3) / 4))
+    cat "$s" >/dev/null
+    run_one "abr-flat${x}x" flat
+    rm -rf "$O" # up to a few GB at 1080p
+  done
+  NSEG=$NSEG_C
+fi
+if ((SHARDING)); then
+  OU=$(out abr-unsharded) OS=$(out abr-sharded)
+  rm -rf "$OU" "$OS" "$(dirname "$OS")/.$(basename "$OS").abr-work"
+  write_cmd abr-unsharded "abr package --shard-seconds 0 (the whole source as one shard)" \
+    "hls $OU/hls/master.m3u8;dash $OU/dash/manifest.mpd" <<EOF
+exec $(q "$ABR" package "$SRC" --out "$OU" --force --progress none --shard-seconds 0)
+EOF
+  run_one abr-unsharded sh
+  write_cmd abr-plan "abr plan --shard-seconds $SHARD_S" "" <<EOF
+exec $(q "$ABR" plan "$SRC" --out "$OS" --shard-seconds "$SHARD_S" --force --json)
+EOF
+  run_one abr-plan sh
+  # the plan's --json line: {"tasks": N, "shards": S, "plan_hash": …, "work": DIR}
+  read -r TASKS WORK < <(python3 -c 'import json, sys
+j = json.loads([l for l in open(sys.argv[1]) if l.lstrip().startswith("{")][-1])
+print(j["tasks"], j["work"])' "$RES/abr-plan.sh.log")
+  log "plan: $TASKS tasks, work area $WORK"
+  for ((i = 0; i < TASKS; i++)); do
+    write_cmd "abr-shard-$i" "abr shard --index $i" "" <<EOF
+exec $(q "$ABR" shard "$OS" --index "$i" --progress none)
+EOF
+    run_one "abr-shard-$i" sh
+  done
+  write_cmd abr-assemble "abr assemble (--keep-work: the sidecars are read below)" \
+    "hls $OS/hls/master.m3u8;dash $OS/dash/manifest.mpd" <<EOF
+exec $(q "$ABR" assemble "$OS" --keep-work)
+EOF
+  run_one abr-assemble sh
+  cp "$WORK/plan.json" "$RES/plan.json"
+  for ((i = 0; i < TASKS; i++)); do
+    cp "$WORK/tasks/$(printf %05d "$i")/task.json" "$RES/task-$i.json" 2>/dev/null || true
+  done
+  log "seam PSNR (one ffmpeg: source decoded once, every rung of both packages)"
+  python3 scripts/bench/shards.py psnr --plan "$RES/plan.json" --src "$SRC" --unsharded "$OU" \
+    --sharded "$OS" --out "$RES/seams.json" --log "$RES/seams.log"
+  python3 scripts/bench/shards.py project --plan "$RES/plan.json" --sidecars "$RES/task-{}.json" \
+    --tasks "$RES/abr-shard-{}.sh.json" --assemble "$RES/abr-assemble.sh.json" \
+    --plan-run "$RES/abr-plan.sh.json" --source-s "$SRC_S" --target-s "$TARGET_S" \
+    --machines "$MACHINES" --out "$RES/projection.json"
+  rm -rf "$WORK"
 fi
 log "all runs took $(($(date +%s) - T0)) s"
 
@@ -364,6 +442,9 @@ log "all runs took $(($(date +%s) - T0)) s"
 # 5. Report.
 export BENCH_SRC=$SRC BENCH_SRC_S=$SRC_S BENCH_RUNS=$RUNS BENCH_K=$K BENCH_NSEG=$NSEG
 export BENCH_LOAD_START=$LOAD0 BENCH_ELAPSED=$(($(date +%s) - T0))
+export BENCH_FLAT_SHAPE=$FLAT_SHAPE BENCH_FLAT_SRC=${FSRC:-} BENCH_FLAT_SRC4=${FSRC4:-}
+export BENCH_FLAT_RATE=${FLAT_RATE:-} BENCH_FLAT_RATE4=${FLAT_RATE4:-}
+export BENCH_SHARDING=$SHARDING BENCH_SHARD_S=$SHARD_S BENCH_SHAPE=$SHAPE
 export BENCH_FLAT=$FLAT BENCH_SHAKA_FFMPEG=${SHAKA_FFMPEG:-} BENCH_SHAKA_PACKAGER=${SHAKA_PACKAGER:-}
 export BENCH_CONTENDERS="${CONTENDERS[*]}"
 python3 scripts/bench/report.py "$BENCH" >"$BENCH/packager-results.md"

@@ -64,6 +64,142 @@ def machine():
     return rows
 
 
+def cpu(r):
+    return r["user_s"] + r["sys_s"]
+
+
+def avg_bandwidth(pkg):
+    """rung name -> AVERAGE-BANDWIDTH of the HLS master playlist."""
+    out, bw = {}, None
+    try:
+        lines = open(os.path.join(pkg, "hls", "master.m3u8")).read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            m = re.search(r"AVERAGE-BANDWIDTH=(\d+)", line)
+            bw = int(m.group(1)) if m else None
+        elif line and not line.startswith("#") and bw is not None:
+            out[line.split("/")[0]] = bw
+            bw = None
+    return out
+
+
+def sharding(p, res, src, src_s):
+    """The --sharding section: CPU, assemble share, seam PSNR, projection."""
+    whole = load(res, "abr-unsharded", "sh")
+    plan_run = load(res, "abr-plan", "sh")
+    asm = load(res, "abr-assemble", "sh")
+    plan_path = os.path.join(res, "plan.json")
+    if not (whole and plan_run and asm and os.path.exists(plan_path)):
+        p("## Sharding\n\n(no complete sharding run in the results)\n")
+        return
+    whole, plan_run, asm = whole[0], plan_run[0], asm[0]
+    plan = json.load(open(plan_path))
+    tasks = [load(res, f"abr-shard-{i}", "sh")[0] for i in range(plan["tasks"])]
+    shard_s = plan["shard_segments"] * plan["segment_ms"] / 1000
+    audio = plan.get("audio_task")
+    p("## Sharding\n")
+    p(f"Source `{src}` (`fixtures/make.sh {os.environ.get('BENCH_SHAPE', '?')}`), {src_s} s; "
+      f"abr's default ladder; `--shard-seconds {os.environ.get('BENCH_SHARD_S', '?')}` → "
+      f"{len(plan['shards'])} video shards of {plan['shard_segments']} segments "
+      f"({shard_s:g} s){', plus the audio task' if audio is not None else ''}: "
+      f"{plan['tasks']} tasks. The sharded run is `abr plan`, then every `abr shard --index I` "
+      "as its own process one after the other, then `abr assemble`; the unsharded run is one "
+      "`abr package --shard-seconds 0`.\n")
+    p("| run | wall s | user+sys s | CPU % | peak RSS MiB |")
+    p("|---|---:|---:|---:|---:|")
+    p(f"| unsharded (`abr package --shard-seconds 0`) | {whole['wall_s']:.1f} | {cpu(whole):.1f} | "
+      f"{whole['cpu_pct']:.0f} | {mib(whole['maxrss_kb'])} |")
+    p(f"| `abr plan` | {plan_run['wall_s']:.2f} | {cpu(plan_run):.2f} | {plan_run['cpu_pct']:.0f} "
+      f"| {mib(plan_run['maxrss_kb'])} |")
+    vids = [t for i, t in enumerate(tasks) if i != audio]
+    if vids:
+        walls = [t["wall_s"] for t in vids]
+        p(f"| `abr shard` × {len(vids)} video (each: min / median / max wall) | "
+          f"{sum(walls):.1f} ({min(walls):.1f} / {statistics.median(walls):.1f} / {max(walls):.1f}) | "
+          f"{sum(cpu(t) for t in vids):.1f} | "
+          f"{100 * sum(cpu(t) for t in vids) / sum(walls):.0f} | "
+          f"{mib(max(t['maxrss_kb'] for t in vids))} (largest) |")
+    if audio is not None:
+        t = tasks[audio]
+        p(f"| `abr shard` audio (task {audio}) | {t['wall_s']:.1f} | {cpu(t):.1f} | "
+          f"{t['cpu_pct']:.0f} | {mib(t['maxrss_kb'])} |")
+    p(f"| `abr assemble` | {asm['wall_s']:.2f} | {cpu(asm):.2f} | {asm['cpu_pct']:.0f} | "
+      f"{mib(asm['maxrss_kb'])} |")
+    runs = [plan_run, *tasks, asm]
+    s_wall, s_cpu = sum(r["wall_s"] for r in runs), sum(cpu(r) for r in runs)
+    p(f"| **sharded, all tasks** | {s_wall:.1f} | {s_cpu:.1f} | {100 * s_cpu / s_wall:.0f} | "
+      f"{mib(max(r['maxrss_kb'] for r in runs))} (largest) |")
+    ratio = s_cpu / cpu(whole)
+    share_w, share_c = asm["wall_s"] / s_wall, cpu(asm) / s_cpu
+    p("")
+    p(f"- **Total CPU sharded / unsharded: {ratio:.3f}** (target ≤ 1.03: "
+      f"{'met' if ratio <= 1.03 else 'NOT met'}); wall {s_wall / whole['wall_s']:.3f}×.")
+    p(f"- **Assemble: {100 * share_w:.2f} % of the sharded run's wall time** "
+      f"({100 * share_c:.2f} % of its CPU; target ≤ 2 %: "
+      f"{'met' if share_w <= 0.02 else 'NOT met'}); `abr plan`: "
+      f"{100 * plan_run['wall_s'] / s_wall:.2f} %.")
+    bu, bs = avg_bandwidth(os.path.join(os.path.dirname(res), "out", "abr-unsharded")), \
+        avg_bandwidth(os.path.join(os.path.dirname(res), "out", "abr-sharded"))
+    seams_path = os.path.join(res, "seams.json")
+    if os.path.exists(seams_path):
+        sj = json.load(open(seams_path))
+        p(f"\n**Seam quality** — Y-PSNR (dB) of each rung against the source scaled to its size "
+          f"(bicubic), over the {2 * sj['window_s']:g} s around each of the {len(sj['seams'])} "
+          f"seams ({sj['frames_compared']} frames per rung), sharded minus unsharded; "
+          "HLS AVERAGE-BANDWIDTH of the whole rung for context:\n")
+        p("| rung | unsharded dB | sharded dB | mean Δ dB | worst seam Δ dB | worst frame Δ dB "
+          "| avg kb/s unsharded → sharded |")
+        p("|---|---:|---:|---:|---:|---:|---|")
+        for r in sj["rungs"]:
+            n = r["name"]
+            bw = (f"{bu[n] / 1000:.0f} → {bs[n] / 1000:.0f}" if n in bu and n in bs else "–")
+            p(f"| {n} ({r['width']}x{r['height']}) | {r['unsharded_db']:.2f} | "
+              f"{r['sharded_db']:.2f} | {r['mean_diff_db']:+.3f} | {r['worst_seam_diff_db']:+.3f} "
+              f"| {r['worst_frame_diff_db']:+.3f} (frame {r['worst_frame']}) | {bw} |")
+        secs = sorted({int(k) for r in sj["rungs"] for k in r.get("profile_db", {})})
+        if secs:
+            p(f"\nRecovery: mean Δ dB (sharded − unsharded) by whole second from the seam, over "
+              f"the ±{sj['wide_s']:g} s around every seam (second 0 starts at the seam's first "
+              "frame):\n")
+            p("| rung | " + " | ".join(f"{k:+d} s" for k in secs) + " | ±" + f"{sj['wide_s']:g}"
+              + " s mean |")
+            p("|---|" + "---:|" * (len(secs) + 1))
+            for r in sj["rungs"]:
+                prof = r.get("profile_db", {})
+                p(f"| {r['name']} | " + " | ".join(
+                    f"{prof[str(k)]:+.2f}" if str(k) in prof else "–" for k in secs)
+                  + f" | {r.get('wide_mean_diff_db', float('nan')):+.3f} |")
+        p("")
+    proj_path = os.path.join(res, "projection.json")
+    if os.path.exists(proj_path):
+        pj = json.load(open(proj_path))
+        p(f"**Projection** for a {pj['target_s'] / 3600:g} h source of the same kind: "
+          f"{pj['target_video_shards']} video shards of {pj['shard_seconds']:g} s, each costing "
+          f"what one measured here did (mean {pj['shard_s_mean']:.1f} s, max "
+          f"{pj['shard_s_max']:.1f} s of wall, cycled over the {pj['measured_video_shards']} "
+          f"measured full-length shards); the audio task, `abr plan` and `abr assemble` scaled by "
+          f"{pj['target_s'] / pj['source_s']:g}× (audio {pj['audio_s']:.0f} s, plan "
+          f"{pj['plan_s']:.0f} s, assemble {pj['assemble_s']:.0f} s of wall). Tasks placed "
+          "longest first on the least-loaded machine, one at a time per machine (an array "
+          "engine); wall = plan + the busiest machine's chain + assemble. Per-task times from "
+          f"{', '.join(pj['time_source'])}.\n")
+        p("| machines | wall (measured elapsed) | speed-up | efficiency | busiest chain | "
+          "busiest machine runs | wall (CPU basis) |")
+        p("|---:|---:|---:|---:|---:|---|---:|")
+        rows = {}
+        for m in pj["machines"]:
+            rows.setdefault(m["machines"], {})[m["basis"]] = m
+        for n, b in sorted(rows.items()):
+            e, c = b["elapsed"], b.get("cpu")
+            hm = lambda x: f"{x / 3600:.2f} h" if x >= 3600 else f"{x / 60:.1f} min"  # noqa: E731
+            p(f"| {n} | {hm(e['wall_s'])} | {e['speedup']:.1f}× | {100 * e['efficiency']:.0f} % "
+              f"| {hm(e['busiest_chain_s'])} | {e['limit']} | "
+              f"{hm(c['wall_s']) if c else '–'} |")
+        p("")
+
+
 def main():
     bench = sys.argv[1]
     res = os.path.join(bench, "results")
@@ -80,12 +216,16 @@ def main():
     out = []
     p = out.append
     p("# abr packager benchmark\n")
-    p(f"Source: `{src}` (fixtures/make.sh 1080p30: testsrc2 1920x1080 30 fps H.264 + AAC 48 kHz "
-      f"stereo), {src_s} s. Rounds: {runs_n}, interleaved (each round runs every contender once, "
-      "order rotated per round). Ladder (abr's default for 1080p): 1920x1080 5000k, 1280x720 3000k, "
-      "854x480 1400k, 640x360 800k, 426x240 400k, maxrate 1.1x, bufsize 2x; AAC-LC 128k stereo "
-      f"48 kHz; x264 preset veryfast, profile high, keyint=min-keyint={os.environ['BENCH_K']}, "
-      "scenecut=0, open-gop=0, forced IDR every 4 s; 4 s segments.\n")
+    if not contenders:
+        p("Run on a machine that may be shared: compare ratios measured in the same run; CPU "
+          "time and peak RSS are steadier than wall time.\n")
+    else:
+        p(f"Source: `{src}` (fixtures/make.sh 1080p30: testsrc2 1920x1080 30 fps H.264 + AAC "
+          f"48 kHz stereo), {src_s} s. Rounds: {runs_n}, interleaved (each round runs every "
+          "contender once, order rotated per round). Ladder (abr's default for 1080p): 1920x1080 5000k, 1280x720 3000k, "
+          "854x480 1400k, 640x360 800k, 426x240 400k, maxrate 1.1x, bufsize 2x; AAC-LC 128k stereo "
+          f"48 kHz; x264 preset veryfast, profile high, keyint=min-keyint={os.environ['BENCH_K']}, "
+          "scenecut=0, open-gop=0, forced IDR every 4 s; 4 s segments.\n")
 
     p("## Machine\n")
     p("| | |\n|---|---|")
@@ -163,31 +303,45 @@ def main():
 
     flat = os.environ.get("BENCH_FLAT", "both")
     if flat != "no":
-        one = load(res, "abr", "r*") or load(res, "abr", "flat1x")
-        four = load(res, "abr", "flat4x")
+        one, four = load(res, "abr-flat1x", "flat"), load(res, "abr-flat4x", "flat")
         if one and four:
-            m1 = statistics.median(r["maxrss_kb"] for r in one)
-            w1 = statistics.median(r["wall_s"] for r in one)
-            m4, w4 = four[0]["maxrss_kb"], four[0]["wall_s"]
+            one, four = one[0], four[0]
+            m1, m4 = one["maxrss_kb"], four["maxrss_kb"]
+            shape = os.environ.get("BENCH_FLAT_SHAPE", "?")
             p("## Memory flatness (abr)\n")
-            p("| source | wall s | peak RSS MiB | CPU % |")
-            p("|---|---:|---:|---:|")
-            p(f"| {src_s} s (1×, median of {len(one)}) | {w1:.2f} | {mib(m1)} | "
-              f"{statistics.median(r['cpu_pct'] for r in one):.0f} |")
-            p(f"| {4 * src_s} s (4×, one run) | {w4:.2f} | {mib(m4)} | {four[0]['cpu_pct']:.0f} |")
-            p(f"\nPeak RSS 4× / 1× = **{m4 / m1:.2f}** (1.00 = flat: memory does not grow with "
-              "the duration).\n")
-            v = os.path.join(res, "abr.flat4x.valid")
-            if os.path.exists(v):
-                for line in open(v).read().splitlines():
-                    p(f"- 4× output: {line}")
-                p("")
+            p(f"Source: `fixtures/make.sh {shape}` (mezzanine bitrate), {src_s} s and "
+              f"{4 * src_s} s; abr's default ladder, HLS + DASH, one run each.\n")
+            p("| source | size MiB | video Mb/s (ffprobe) | wall s | CPU % | peak RSS MiB |")
+            p("|---|---:|---:|---:|---:|---:|")
+            sizes = []
+            for x, r, key in ((1, one, ""), (4, four, "4")):
+                path = os.environ.get(f"BENCH_FLAT_SRC{key}", "")
+                size = os.path.getsize(path) / 1048576 if os.path.exists(path) else float("nan")
+                sizes.append(size)
+                rate = float(os.environ.get(f"BENCH_FLAT_RATE{key}") or "nan") / 1e6
+                p(f"| `{path}` ({x}×) | {size:.0f} | {rate:.1f} | {r['wall_s']:.2f} | "
+                  f"{r['cpu_pct']:.0f} | {mib(r['maxrss_kb'])} |")
+            verdict = "met" if m4 <= 1.10 * m1 else "NOT met"
+            p(f"\nPeak RSS 4× / 1× = **{m4 / m1:.3f}** (target ≤ 1.10: {verdict}); "
+              f"{(m4 - m1) / 1024:+.0f} MiB for {sizes[1] - sizes[0]:.0f} MiB more source read "
+              "(a leak of the bytes read would add about that much).\n")
+            for name in ("abr-flat1x", "abr-flat4x"):
+                v = os.path.join(res, f"{name}.flat.valid")
+                if os.path.exists(v):
+                    for line in open(v).read().splitlines():
+                        p(f"- {name} output: {line}")
+            p("")
+
+    if os.environ.get("BENCH_SHARDING") == "1":
+        sharding(p, res, src, src_s)
 
     p("## Exact commands\n")
     p("Each contender is a command file run as `bash FILE` under `scripts/bench/measure.py` "
       "(working directory: the repository root); the tool is `exec`ed, so nothing else is "
       "measured.\n")
-    names = contenders + (["abr-4x"] if flat != "no" and os.path.exists(os.path.join(cmds, "abr-4x.sh")) else [])
+    names = contenders + ([] if flat == "no" else ["abr-flat1x", "abr-flat4x"])
+    if os.environ.get("BENCH_SHARDING") == "1":
+        names += ["abr-unsharded", "abr-plan", "abr-shard-0", "abr-assemble"]
     for name in names:
         path = os.path.join(cmds, f"{name}.sh")
         if os.path.exists(path):

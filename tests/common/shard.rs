@@ -34,6 +34,9 @@ pub struct Measured {
     pub stderr: String,
     /// user + system CPU seconds of the child (and its waited-for descendants), from wait4.
     pub cpu: f64,
+    /// Peak RSS in KiB of the child (or of its largest waited-for descendant): wait4's
+    /// ru_maxrss, what `/usr/bin/time -f %M` prints.
+    pub maxrss_kb: u64,
 }
 
 impl Measured {
@@ -81,6 +84,7 @@ pub fn run_measured(mut cmd: Command) -> Measured {
         stdout: t_out.join().unwrap(),
         stderr: t_err.join().unwrap(),
         cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+        maxrss_kb: ru.ru_maxrss as u64,
     }
 }
 
