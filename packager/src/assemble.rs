@@ -219,20 +219,35 @@ fn mux_ts(
     Ok(sizes)
 }
 
-/// Assembles and publishes the package of `plan`; the manifests' data.
+/// Assembles and publishes the package of `plan` after checking every task (each file's size
+/// and sha256); the manifests' data.
 pub fn assemble(
     work: &WorkArea,
     plan: &Plan,
     opts: AssembleOptions,
 ) -> Result<(PathBuf, PackageInfo)> {
-    crate::init();
     let records = check_tasks(work, plan)?;
+    assemble_checked(work, plan, &records, opts)
+}
+
+/// [`assemble`] with the records of tasks the caller has already checked or just wrote itself
+/// (`abr package`: hashing every task again would read the whole package twice more).
+pub fn assemble_checked(
+    work: &WorkArea,
+    plan: &Plan,
+    records: &[TaskRecord],
+    opts: AssembleOptions,
+) -> Result<(PathBuf, PackageInfo)> {
+    crate::init();
+    if records.len() != plan.tasks || records.iter().enumerate().any(|(i, r)| r.index != i) {
+        return Err(inconsistent("task records out of order".into()));
+    }
     let audio = plan.audio_task.and_then(|t| records[t].audio.clone());
     if plan.audio_task.is_some() && audio.is_none() {
         return Err(inconsistent("the audio task has no audio record".into()));
     }
     let rungs: Vec<Vec<&RungRecord>> = (0..plan.rungs.len())
-        .map(|r| rung_records(plan, &records, r))
+        .map(|r| rung_records(plan, records, r))
         .collect::<Result<_>>()?;
     let staging = Staging::create(&plan.out, plan.force || opts.force)?;
     let root = staging.path().to_path_buf();

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 
-use crate::assemble::{assemble, AssembleOptions};
+use crate::assemble::{assemble_checked, AssembleOptions};
 use crate::error::{IoContext, PackageError, Result};
 use crate::package::PackageInfo;
 use crate::plan::{self, Plan, Task};
 use crate::progress::{Progress, ProgressMode};
 use crate::shard::{run_task, Outcome, RunOptions};
 use crate::spec::Spec;
-use crate::work::verify_task;
+use crate::work::{verify_task, TaskRecord};
 
 /// A packaging job run in this process.
 #[derive(Debug, Clone)]
@@ -49,9 +49,8 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-/// Tasks run at once by default: one per core. Each shard runs one single-threaded encoder per
-/// rung ([`plan::X264_THREADS`]), and its top rung alone is the longest chain: one shard at a
-/// time used 107 % CPU of 2 cores (BENCHMARKS.md), so shards must overlap to fill the machine.
+/// Tasks run at once by default: one per core. Each shard runs one encoder per rung with
+/// [`plan::X264_THREADS`] sliced threads; shards overlap to fill the machine.
 pub fn default_jobs() -> usize {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     cores.clamp(1, 16)
@@ -78,12 +77,15 @@ pub fn run(job: &Job) -> Result<Summary> {
     let mut pending = VecDeque::new();
     let mut reused = 0usize;
     let mut frames_done = 0u64;
-    for i in 0..plan.tasks {
-        if verify_task(&work, &plan.plan_hash, i).is_ok() {
+    // Each task's record once it is known intact (checked here or written by this run).
+    let mut records: Vec<Option<TaskRecord>> = vec![None; plan.tasks];
+    for (i, slot) in records.iter_mut().enumerate() {
+        if let Ok(rec) = verify_task(&work, &plan.plan_hash, i) {
             reused += 1;
             if let Ok(Task::Shard(s)) = plan.task(i) {
                 frames_done += s.end_frame - s.start_frame;
             }
+            *slot = Some(rec);
         } else {
             pending.push_back(i);
         }
@@ -155,9 +157,13 @@ pub fn run(job: &Job) -> Result<Summary> {
                 Ok((i, r)) => match r {
                     Ok(outcome) => {
                         done += 1;
-                        let kind = outcome.record().kind.clone();
-                        if let Some((a, b)) = outcome.record().frames {
+                        let rec = outcome.record().clone();
+                        if let Some((a, b)) = rec.frames {
                             frames_done += b - a;
+                        }
+                        let kind = rec.kind.clone();
+                        if let Some(slot) = records.get_mut(i) {
+                            *slot = Some(rec);
                         }
                         progress.event(serde_json::json!({
                             "event": "task_done", "index": i, "kind": kind,
@@ -192,9 +198,11 @@ pub fn run(job: &Job) -> Result<Summary> {
         progress.finish(None);
         return Err(e);
     }
-    let (out, info) = assemble(
+    let records: Vec<TaskRecord> = records.into_iter().flatten().collect();
+    let (out, info) = assemble_checked(
         &work,
         &plan,
+        &records,
         AssembleOptions {
             keep_work: job.keep_work,
             force: job.spec.force,

@@ -263,20 +263,15 @@ fn decode_range(
             let limit = MAX_SHORTFALL_SECS * u64::from(fr.num) / u64::from(fr.den.max(1));
             if short > limit {
                 let secs = |f: u64| f as f64 * f64::from(fr.den) / f64::from(fr.num);
-                let detail = match read_error {
-                    Some(e) => format!(
-                        "read error at {:.2} s (shard {} needs up to {:.2} s): {e}",
-                        secs(reached),
-                        shard.index,
-                        secs(shard.end_frame)
-                    ),
-                    None => format!(
-                        "decoding ended at {:.2} s, shard {} needs up to {:.2} s",
-                        secs(reached),
-                        shard.index,
-                        secs(shard.end_frame)
-                    ),
+                let cause = match read_error {
+                    Some(e) => format!("read error at {:.2} s ({e})", secs(reached)),
+                    None => format!("decoding ended at {:.2} s", secs(reached)),
                 };
+                let detail = format!(
+                    "{cause}, shard {} needs up to {:.2} s",
+                    shard.index,
+                    secs(shard.end_frame)
+                );
                 return Err(PackageError::Truncated { path, detail });
             }
             tracing::warn!(

@@ -15,15 +15,22 @@ pub struct X264Settings {
     pub preset: String,
     /// Keyframe interval upper bound in frames (longer than any segment: only forced IDRs occur).
     pub keyint: u64,
-    /// Encoder threads (x264's output depends on it, so it is fixed by the plan).
+    /// Encoder threads, as slices of each frame when more than one (x264's output depends on
+    /// the count, so it is fixed by the plan; frame threads would not be deterministic).
     pub threads: u32,
 }
 
 impl X264Settings {
-    /// The `x264-params` string: no scene-cut keyframes, closed GOPs, fixed keyint.
+    /// The `x264-params` string: no scene-cut keyframes, closed GOPs, fixed keyint, and sliced
+    /// (deterministic) threads when there are several.
     pub fn params(&self) -> String {
+        let sliced = if self.threads > 1 {
+            "sliced-threads=1:"
+        } else {
+            ""
+        };
         format!(
-            "scenecut=0:open-gop=0:keyint={k}:min-keyint={k}",
+            "{sliced}scenecut=0:open-gop=0:keyint={k}:min-keyint={k}",
             k = self.keyint
         )
     }
