@@ -1,6 +1,6 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
-//! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, and `abr
-//! monitor`.
+//! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
+//! monitor`, and the durable job [`queue`] (embedded SQLite backend).
 //!
 //! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
 //! cluster-wide rate limit of package files when Redis is configured. The origin never imports
@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod monitor;
+pub mod queue;
 pub mod session;
 pub mod store;
 pub mod viewer;
