@@ -1,100 +1,129 @@
-//! Settings of `abr serve`: defaults, then a TOML file, then `ABR_*` environment variables and
-//! command-line flags (flags win; the CLI applies env/flags over [`Config::load`]).
+//! Settings of the origin (the data plane of `abr serve`): defaults, then a TOML file, then
+//! `ABR_*` environment variables and command-line flags (flags win). One declaration per setting:
+//! the field of [`Config`] is its TOML key, and its `#[arg]` its flag and variable, applied over
+//! the file with clap's update mode (`FromArgMatches::update_from_arg_matches`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::OriginError;
 
-/// Complete origin configuration. Every field has a default; see `docs/origin.example.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Settings of the data plane. Every field has a default; each is a key of the TOML file (its
+/// name), a flag and an `ABR_*` variable (the `#[arg]` beside it). Unknown keys are refused by the
+/// caller that reads the file, which knows every part of it (`abr serve` also reads the control
+/// plane's settings from the same file).
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default)]
+#[group(id = "origin")]
 pub struct Config {
     /// Directory holding packages (`ROOT/<name>/hls/…`, `ROOT/<name>/dash/…`).
+    #[arg(long, env = "ABR_ROOT")]
     pub root: PathBuf,
     /// Public listener.
+    #[arg(long, env = "ABR_LISTEN")]
     pub listen: SocketAddr,
     /// Optional separate listener for /metrics and /debug/pprof (else they are on `listen`).
+    #[arg(long, env = "ABR_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// Worker threads (0 = number of CPUs).
+    #[arg(long, env = "ABR_WORKERS")]
     pub workers: usize,
     /// Maximum concurrent connections in total (split across workers).
+    #[arg(long, env = "ABR_MAX_CONNECTIONS")]
     pub max_connections: usize,
     /// Seconds a client may take to send its request head (slowloris guard); 0 disables.
+    #[arg(long = "header-timeout", env = "ABR_HEADER_TIMEOUT")]
     pub header_timeout_s: f64,
     /// Seconds an idle keep-alive connection stays open.
+    #[arg(long = "keep-alive", env = "ABR_KEEP_ALIVE")]
     pub keep_alive_s: f64,
     /// Seconds between SIGTERM and closing the listener (/readyz is 503 meanwhile).
+    #[arg(long = "shutdown-grace", env = "ABR_SHUTDOWN_GRACE")]
     pub shutdown_grace_s: f64,
     /// Seconds in-flight responses may take to finish after the listener closes.
+    #[arg(long = "drain-timeout", env = "ABR_DRAIN_TIMEOUT")]
     pub drain_timeout_s: f64,
     /// `Cache-Control` max-age for manifests (VOD manifests may be republished with --force).
+    #[arg(long = "manifest-max-age", env = "ABR_MANIFEST_MAX_AGE")]
     pub manifest_max_age_s: u64,
     /// `Cache-Control` max-age for segments and init files (they never change once published).
+    #[arg(long = "segment-max-age", env = "ABR_SEGMENT_MAX_AGE")]
     pub segment_max_age_s: u64,
     /// `stale-while-revalidate` of manifests (RFC 5861): seconds past max-age a cache may answer
     /// with the stale manifest while it revalidates in the background. 0 = not sent.
+    #[arg(
+        long = "manifest-stale-while-revalidate",
+        env = "ABR_MANIFEST_STALE_WHILE_REVALIDATE"
+    )]
     pub manifest_stale_while_revalidate_s: u64,
     /// `stale-if-error` of manifests (RFC 5861): seconds past max-age a cache may answer with
     /// the stale manifest while the origin fails (errors, 5xx, unreachable). 0 = not sent.
+    #[arg(long = "manifest-stale-if-error", env = "ABR_MANIFEST_STALE_IF_ERROR")]
     pub manifest_stale_if_error_s: u64,
     /// `CDN-Cache-Control: max-age` of manifests (RFC 9213; CDNs that honour it use it instead
     /// of `Cache-Control`, with the same stale windows). 0 = no CDN-Cache-Control.
+    #[arg(long = "manifest-cdn-max-age", env = "ABR_MANIFEST_CDN_MAX_AGE")]
     pub manifest_cdn_max_age_s: u64,
     /// `stale-while-revalidate` of segments and init files. 0 = not sent.
+    #[arg(
+        long = "segment-stale-while-revalidate",
+        env = "ABR_SEGMENT_STALE_WHILE_REVALIDATE"
+    )]
     pub segment_stale_while_revalidate_s: u64,
     /// `stale-if-error` of segments and init files. 0 = not sent.
+    #[arg(long = "segment-stale-if-error", env = "ABR_SEGMENT_STALE_IF_ERROR")]
     pub segment_stale_if_error_s: u64,
-    /// Allowed CORS origins; `["*"]` allows any.
+    /// Allowed CORS origins (comma-separated on the command line); `*` allows any.
+    #[arg(long, env = "ABR_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Per-client requests per second (0 = no rate limit).
+    #[arg(long = "rate-limit", env = "ABR_RATE_LIMIT")]
     pub rate_limit_rps: u32,
     /// Per-client burst size.
+    #[arg(long = "rate-burst", env = "ABR_RATE_BURST")]
     pub rate_limit_burst: u32,
-    /// Peers whose `X-Forwarded-For` is trusted for the client address (CIDRs).
+    /// Peers whose `X-Forwarded-For` is trusted for the client address (CIDRs, comma-separated
+    /// on the command line).
+    #[arg(long, env = "ABR_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// In-memory hot-file cache budget in bytes (0 = off).
+    #[arg(long, env = "ABR_CACHE_BYTES")]
     pub cache_bytes: u64,
     /// Largest file kept in the hot cache.
+    #[arg(long, env = "ABR_CACHE_MAX_FILE_BYTES")]
     pub cache_max_file_bytes: u64,
     /// Seconds an opened package file is reused by later requests (nginx's `open_file_cache`);
     /// a replaced or removed file is served as it was for up to this long. 0 = off.
+    #[arg(long = "open-file-cache", env = "ABR_OPEN_FILE_CACHE")]
     pub open_file_cache_s: f64,
     /// Most files kept open by that cache, per worker (as nginx's `open_file_cache max`).
+    #[arg(long, env = "ABR_OPEN_FILE_CACHE_ENTRIES")]
     pub open_file_cache_entries: u64,
     /// Send file bodies with `sendfile(2)` on plain HTTP/1.1 connections (zero-copy, as nginx's
-    /// `sendfile on`); TLS and HTTP/2 always copy.
+    /// `sendfile on`); TLS and HTTP/2 always copy. `true` or `false`.
+    #[arg(long, env = "ABR_SENDFILE", action = clap::ArgAction::Set)]
     pub sendfile: bool,
-    /// HMAC key for signed URLs (hex or plain text); when set, package files need a token.
+    /// HMAC key for signed URLs (`hex:…` or text); when set, package files need a token.
+    #[arg(long, env = "ABR_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
     /// TLS certificate chain (PEM).
+    #[arg(long, env = "ABR_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
+    #[arg(long, env = "ABR_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Directory with the player scripts installed from npm (hls.js, dashjs).
+    #[arg(long, env = "ABR_PLAYER_ASSETS")]
     pub player_assets: PathBuf,
     /// Log format: "json" (default) or "text".
+    #[arg(long, env = "ABR_LOG_FORMAT")]
     pub log_format: String,
     /// Node name: the `node` label of metrics, recorded in playback events (default: host name).
+    #[arg(long, env = "ABR_NODE")]
     pub node: Option<String>,
-    /// Redis URL for state shared by a cluster (`redis://host:port/db`); none = in-process.
-    pub redis: Option<String>,
-    /// HMAC key for viewer session tokens (`hex:…` or text); every node of a cluster needs the
-    /// same. Defaults to `signing_key`, else a random key (sessions then valid on this node only).
-    pub session_key: Option<String>,
-    /// Lifetime of a viewer session token.
-    pub session_ttl_s: u64,
-    /// How long a saved playback position is kept.
-    pub position_ttl_s: u64,
-    /// A viewer counts as live for this many seconds after its last playback event.
-    pub viewer_window_s: u64,
-    /// Playback writes per second allowed per viewer.
-    pub playback_write_rps: u32,
-    /// Playback write burst per viewer.
-    pub playback_write_burst: u32,
 }
 
 impl Default for Config {
@@ -131,13 +160,6 @@ impl Default for Config {
             player_assets: PathBuf::from("origin/player/node_modules"),
             log_format: "json".into(),
             node: None,
-            redis: None,
-            session_key: None,
-            session_ttl_s: 30 * 86_400,
-            position_ttl_s: 30 * 86_400,
-            viewer_window_s: 30,
-            playback_write_rps: 2,
-            playback_write_burst: 10,
         }
     }
 }
@@ -147,25 +169,6 @@ fn secs(v: f64) -> Duration {
 }
 
 impl Config {
-    /// Reads a TOML file over the defaults (or the defaults alone).
-    pub fn load(file: Option<&Path>) -> Result<Self, OriginError> {
-        match file {
-            None => Ok(Config::default()),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    OriginError::Config(format!("cannot read {}: {e}", p.display()))
-                })?;
-                toml::from_str(&text).map_err(|e| {
-                    OriginError::Config(format!(
-                        "{}: {}",
-                        p.display(),
-                        e.to_string().replace('\n', " ")
-                    ))
-                })
-            }
-        }
-    }
-
     /// Checks the settings can work.
     pub fn validate(&self) -> Result<(), OriginError> {
         let bad = |m: String| Err(OriginError::Config(m));
@@ -183,20 +186,6 @@ impl Config {
         }
         if self.rate_limit_rps > 0 && self.rate_limit_burst == 0 {
             return bad("rate_limit_burst must be at least 1".into());
-        }
-        if let Some(url) = &self.redis {
-            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-                return bad(format!("redis '{url}' must be a redis:// or unix:// URL"));
-            }
-        }
-        if self.viewer_window_s == 0
-            || self.playback_write_rps == 0
-            || self.playback_write_burst == 0
-        {
-            return bad(
-                "viewer_window_s, playback_write_rps and playback_write_burst must be at least 1"
-                    .into(),
-            );
         }
         if self.cors_origins.is_empty() {
             return bad("cors_origins must list at least one origin (or \"*\")".into());
@@ -240,7 +229,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// The documented example configuration parses and matches the defaults.
+    /// The documented example configuration parses and matches the defaults (unknown keys are
+    /// refused by `abr serve`, which reads the origin's and the service's keys from one file).
     #[test]
     fn docs_example_parses_to_defaults() {
         let text = include_str!("../../docs/origin.example.toml");
@@ -262,6 +252,5 @@ mod tests {
         assert_eq!(c.segment_stale_if_error_s, d.segment_stale_if_error_s);
         assert_eq!(c.cors_origins, d.cors_origins);
         assert_eq!(c.player_assets, d.player_assets);
-        assert!(toml::from_str::<Config>("bogus = 1").is_err());
     }
 }

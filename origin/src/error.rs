@@ -17,4 +17,7 @@ pub enum OriginError {
     /// TLS setup failed.
     #[error("tls: {0}")]
     Tls(String),
+    /// An [`crate::extension::Extension`] could not be set up.
+    #[error("{0}")]
+    Extension(Box<dyn std::error::Error + Send + Sync>),
 }

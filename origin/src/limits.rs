@@ -31,6 +31,11 @@ pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[ipnet::IpNet]) -> I
     client
 }
 
+/// Whole seconds to put in Retry-After for a refusal of `wait` (at least 1).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Per-client token bucket.
 pub struct Limiter {
     inner: DefaultKeyedRateLimiter<IpAddr>,

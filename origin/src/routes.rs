@@ -44,17 +44,20 @@ fn hv(s: &str) -> HeaderValue {
 }
 
 /// Whether `path` may be one of the named routes [`configure`] registers (exact paths and
-/// scope prefixes). Every other path goes to the package-file handler, which the middleware
-/// calls directly: on a request for a segment, matching it against each named route first and
-/// boxing the call through the router cost about 5 % of a small file's CPU.
-fn named_route(path: &str) -> bool {
+/// scope prefixes) or a route of an extension (under one of `extension_prefixes`). Every other
+/// path goes to the package-file handler, which the middleware calls directly: on a request for
+/// a segment, matching it against each named route first and boxing the call through the router
+/// cost about 5 % of a small file's CPU.
+fn named_route(path: &str, extension_prefixes: &[&str]) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
-        || ["/debug/", "/play/", "/_player/", "/api/"]
+        || ["/debug/", "/play/", "/_player/"]
             .iter()
+            .chain(extension_prefixes)
             .any(|p| path.starts_with(p))
 }
 
-/// Registers every route (keep [`named_route`] in step).
+/// Registers the origin's routes and the package-file fallback (keep [`named_route`] in step);
+/// an extension's routes are registered before it (see [`crate::server::run`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::route().to(healthz))
         .route("/readyz", web::route().to(readyz))
@@ -63,7 +66,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // Scopes: a package path is told apart by a static prefix, not a pattern match.
         .service(web::scope("/play").route("/{name}", web::get().to(play_page)))
         .service(web::scope("/_player").route("/{file}", web::get().to(player_asset)))
-        .configure(crate::api::configure)
         .default_service(web::to(package_file_route));
 }
 
@@ -79,8 +81,9 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     }
 }
 
-/// Operator endpoints answer only on the admin listener when one is configured.
-pub(crate) fn admin_allowed(req: &HttpRequest, state: &State) -> bool {
+/// Whether an operator endpoint may answer `req`: only on the admin listener when one is
+/// configured (extensions' operator endpoints use it too).
+pub fn admin_allowed(req: &HttpRequest, state: &State) -> bool {
     match state.config.admin_listen {
         None => true,
         Some(admin) => {
@@ -255,7 +258,7 @@ async fn package_file(req: &HttpRequest, state: &State) -> HttpResponse {
                 return HttpResponse::TooManyRequests()
                     .insert_header((
                         header::RETRY_AFTER,
-                        crate::api::retry_after_secs(wait).to_string(),
+                        crate::limits::retry_after_secs(wait).to_string(),
                     ))
                     .content_type("text/plain; charset=utf-8")
                     .body("rate limited\n");
@@ -273,14 +276,13 @@ async fn package_file(req: &HttpRequest, state: &State) -> HttpResponse {
     serve(req, state, &opened, token_left)
 }
 
-/// The per-client token bucket: shared by the cluster on the Redis backend (one bucket per
-/// client across every node), this node's own when state is in-process or Redis is down.
+/// The per-client token bucket: the cluster's when an extension shares one (one bucket per
+/// client across every node), this node's own otherwise or while the shared one cannot answer.
 async fn rate_limit(state: &State, ip: std::net::IpAddr) -> Result<(), Duration> {
     let c = &state.config;
-    if state.store.is_shared() {
-        if let Ok(verdict) = state
-            .store
-            .acquire(&format!("c:{ip}"), c.rate_limit_rps, c.rate_limit_burst)
+    if let Some(shared) = &state.shared_limit {
+        if let Some(verdict) = shared
+            .acquire(ip, c.rate_limit_rps, c.rate_limit_burst)
             .await
         {
             return verdict;
@@ -565,7 +567,7 @@ pub async fn middleware(
         c.request_started();
     }
     let res = match &state {
-        Some(s) if !named_route(req.path()) => {
+        Some(s) if !named_route(req.path(), &s.extension_prefixes) => {
             let (req, _) = req.into_parts();
             let res = package_file(&req, s).await;
             Ok(ServiceResponse::new(req, res))
@@ -651,6 +653,32 @@ mod tests {
     use super::*;
     use actix_web::test;
 
+    /// A ROOT holding one package `name` with a master playlist.
+    fn root_with(name: &str) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let hls = t.path().join(name).join("hls");
+        std::fs::create_dir_all(&hls).unwrap();
+        std::fs::write(hls.join("master.m3u8"), b"#EXTM3U\n").unwrap();
+        t
+    }
+
+    /// The origin's App (middleware and routes) over `state`.
+    async fn app(
+        state: State,
+    ) -> impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+    > {
+        test::init_service(
+            actix_web::App::new()
+                .app_data(web::Data::new(state))
+                .wrap(actix_web::middleware::from_fn(middleware))
+                .configure(configure),
+        )
+        .await
+    }
+
     /// Every named route is reached through the router, package paths straight from the
     /// middleware, and both give the same answers as the router would.
     #[actix_web::test]
@@ -662,10 +690,13 @@ mod tests {
             "/debug/pprof/profile",
             "/play/pkg",
             "/_player/hls.min.js",
-            "/api/v1/session",
-            "/api/v1/viewers/movie.mp4",
         ] {
-            assert!(named_route(p), "{p}");
+            assert!(named_route(p, &[]), "{p}");
+        }
+        // An extension's prefixes are routed too, and only when it is installed.
+        for p in ["/api/v1/session", "/api/v1/viewers/movie.mp4"] {
+            assert!(named_route(p, &["/api/"]), "{p}");
+            assert!(!named_route(p, &[]), "{p}");
         }
         for p in [
             "/pkg/hls/master.m3u8",
@@ -674,24 +705,14 @@ mod tests {
             "/_t/1/s/pkg/a.ts",
             "/",
         ] {
-            assert!(!named_route(p), "{p}");
+            assert!(!named_route(p, &["/api/"]), "{p}");
         }
-        let t = tempfile::tempdir().unwrap();
-        let hls = t.path().join("play/hls");
-        std::fs::create_dir_all(&hls).unwrap();
-        std::fs::write(hls.join("master.m3u8"), b"#EXTM3U\n").unwrap();
+        let t = root_with("play");
         let config = crate::config::Config {
             root: t.path().to_path_buf(),
             ..Default::default()
         };
-        let state = web::Data::new(State::new(config).unwrap());
-        let app = test::init_service(
-            actix_web::App::new()
-                .app_data(state)
-                .wrap(actix_web::middleware::from_fn(middleware))
-                .configure(configure),
-        )
-        .await;
+        let app = app(State::new(config).unwrap()).await;
         let get = |p: &'static str| test::TestRequest::get().uri(p).to_request();
         // A package named like a route prefix: its files are still files.
         let res = test::call_service(&app, get("/play/hls/master.m3u8")).await;
@@ -707,5 +728,64 @@ mod tests {
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         let res = test::call_service(&app, get("/play/../etc/passwd")).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// The extension's shared limit decides while it answers; when it cannot (None) the node's
+    /// own bucket does.
+    struct Scripted(std::sync::Mutex<Vec<Option<Result<(), Duration>>>>);
+
+    impl crate::extension::SharedLimit for Scripted {
+        fn acquire(
+            &self,
+            _client: std::net::IpAddr,
+            _rps: u32,
+            _burst: u32,
+        ) -> crate::extension::Verdict<'_> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+    }
+
+    #[actix_web::test]
+    async fn shared_limit_first_node_bucket_as_fallback() {
+        let t = root_with("pkg");
+        let config = crate::config::Config {
+            root: t.path().to_path_buf(),
+            rate_limit_rps: 1,
+            rate_limit_burst: 1,
+            ..Default::default()
+        };
+        let mut state = State::new(config).unwrap();
+        // Allowed, refused by the cluster, then unavailable twice: the node's bucket (burst 1)
+        // allows one and refuses the next.
+        state.shared_limit = Some(std::sync::Arc::new(Scripted(std::sync::Mutex::new(vec![
+            Some(Ok(())),
+            Some(Err(Duration::from_millis(1500))),
+            None,
+            None,
+        ]))));
+        let app = app(state).await;
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let req = test::TestRequest::get()
+                .uri("/pkg/hls/master.m3u8")
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            got.push((
+                res.status().as_u16(),
+                res.headers()
+                    .get(header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap().to_string()),
+            ));
+        }
+        assert_eq!(
+            got,
+            [
+                (200, None),
+                (429, Some("2".into())),
+                (200, None),
+                (429, Some("1".into()))
+            ]
+        );
     }
 }

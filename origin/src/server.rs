@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::OriginError;
+use crate::extension::Extension;
 use crate::head_deadline::HeadTimed;
 use crate::sendfile::SendfileStream;
 use crate::state::State;
@@ -203,10 +204,16 @@ where
     })
 }
 
-/// Runs the origin until SIGTERM/SIGINT, then drains and returns.
-pub fn run(config: Config) -> Result<(), OriginError> {
+/// Runs the origin until SIGTERM/SIGINT, then drains and returns. `extend` is called once, on
+/// the server's runtime (it may spawn tasks) before the listeners start, with the origin's state:
+/// it returns the routes and the shared rate limit another crate adds ([`Extension::default`]
+/// for none).
+pub fn run<F>(config: Config, extend: F) -> Result<(), OriginError>
+where
+    F: FnOnce(&State) -> Result<Extension, OriginError>,
+{
     config.validate()?;
-    actix_web::rt::System::new().block_on(serve(config))
+    actix_web::rt::System::new().block_on(serve(config, extend))
 }
 
 /// Marks which listening address a plain-HTTP connection came in on (connection data): the
@@ -214,15 +221,29 @@ pub fn run(config: Config) -> Result<(), OriginError> {
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub std::net::SocketAddr);
 
-async fn serve(config: Config) -> Result<(), OriginError> {
-    let state = web::Data::new(State::new(config.clone())?);
+async fn serve<F>(config: Config, extend: F) -> Result<(), OriginError>
+where
+    F: FnOnce(&State) -> Result<Extension, OriginError>,
+{
+    let mut state = State::new(config.clone())?;
+    let extension = extend(&state)?;
+    state.extension_prefixes = extension.prefixes;
+    state.shared_limit = extension.shared_limit;
+    let state = web::Data::new(state);
     let workers = config.worker_count();
     let per_worker = config.max_connections.div_ceil(workers).max(1);
     let app_state = state.clone();
+    let extra = extension.configure;
     let app = move || {
+        let extra = extra.clone();
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(crate::routes::middleware))
+            .configure(move |cfg| {
+                if let Some(f) = &extra {
+                    f(cfg);
+                }
+            })
             .configure(crate::routes::configure)
     };
     let io = |context: String| move |source| OriginError::Io { context, source };
@@ -276,7 +297,6 @@ async fn serve(config: Config) -> Result<(), OriginError> {
         root = %state.root.path().display(),
         workers,
         node = %state.node,
-        state = if state.store.is_shared() { "redis" } else { "in-process" },
         "abr serve started"
     );
 
@@ -288,15 +308,8 @@ async fn serve(config: Config) -> Result<(), OriginError> {
             if let Some(l) = &hk.limiter {
                 l.housekeeping();
             }
-            hk.store.housekeeping();
         }
     });
-    // Shared state: watch Redis (degrade and recover by itself) and relay every node's
-    // playback events to this node's event stream.
-    if let crate::store::Store::Redis(r) = &state.store {
-        actix_web::rt::spawn(r.clone().health_loop());
-        actix_web::rt::spawn(r.clone().forward_events(state.events.clone()));
-    }
 
     let sig_state = state.clone();
     let grace = config.shutdown_grace();

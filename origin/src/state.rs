@@ -1,4 +1,4 @@
-//! Shared state of a running origin.
+//! Shared state of a running origin (handlers of extensions read it too: readiness, ROOT, node).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -10,9 +10,8 @@ use bytes::Bytes;
 use crate::compress::Coding;
 use crate::config::Config;
 use crate::error::OriginError;
+use crate::extension::SharedLimit;
 use crate::limits::Limiter;
-use crate::session::Sessions;
-use crate::store::{Store, StoreSettings};
 use crate::telemetry::Metrics;
 
 /// Cached whole files (hot segments) and compressed manifests, bounded by bytes.
@@ -34,8 +33,12 @@ pub struct State {
     pub ready: AtomicBool,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Rate limiter, when enabled.
+    /// Rate limiter, when enabled (the node's own buckets).
     pub limiter: Option<Limiter>,
+    /// The cluster's rate limit, when an [`crate::extension::Extension`] gave one.
+    pub shared_limit: Option<Arc<dyn SharedLimit>>,
+    /// Path prefixes of extension routes (requests under them go through the router).
+    pub extension_prefixes: Vec<&'static str>,
     /// Hot-file cache (None when `cache_bytes` is 0).
     pub cache: Option<ByteCache>,
     /// Compressed manifests (always on; small).
@@ -44,12 +47,6 @@ pub struct State {
     pub signing_key: Option<Vec<u8>>,
     /// Node name.
     pub node: String,
-    /// Viewer state (in-process or Redis).
-    pub store: Store,
-    /// Viewer session tokens.
-    pub sessions: Sessions,
-    /// Playback events seen by this node (from every node with Redis), as JSON lines.
-    pub events: tokio::sync::broadcast::Sender<String>,
 }
 
 /// `Cache-Control` values by file kind (and the manifests' `CDN-Cache-Control`), made once.
@@ -186,35 +183,6 @@ impl State {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(crate::telemetry::node_name);
         let metrics = Arc::new(Metrics::new(&node));
-        let (events, _) = tokio::sync::broadcast::channel(1024);
-        let settings = StoreSettings {
-            position_ttl: std::time::Duration::from_secs(config.position_ttl_s.max(1)),
-            viewer_window: std::time::Duration::from_secs(config.viewer_window_s.max(1)),
-            node: node.clone(),
-        };
-        let store = match &config.redis {
-            Some(url) => Store::Redis(Arc::new(
-                crate::store::redis::RedisStore::new(url, settings, metrics.clone())
-                    .map_err(OriginError::Config)?,
-            )),
-            None => Store::Embedded(Box::new(crate::store::embedded::EmbeddedStore::new(
-                settings,
-                events.clone(),
-            ))),
-        };
-        let session_key = match config
-            .session_key
-            .as_deref()
-            .or(config.signing_key.as_deref())
-        {
-            Some(k) => crate::auth::key_bytes(k),
-            None => {
-                if config.redis.is_some() {
-                    tracing::warn!(target: "origin", "no session_key: viewer sessions are valid on this node only (give every node the same --session-key)");
-                }
-                rand::random::<[u8; 32]>().to_vec()
-            }
-        };
         Ok(State {
             // Cached descriptors (every worker has its cache) never take more than a quarter
             // of the process's allowance.
@@ -230,13 +198,9 @@ impl State {
             ready: AtomicBool::new(true),
             metrics,
             node,
-            store,
-            sessions: Sessions::new(
-                session_key,
-                std::time::Duration::from_secs(config.session_ttl_s.max(60)),
-            ),
-            events,
             limiter: Limiter::new(config.rate_limit_rps, config.rate_limit_burst),
+            shared_limit: None,
+            extension_prefixes: Vec::new(),
             cache,
             compressed,
             signing_key: config.signing_key.as_deref().map(crate::auth::key_bytes),

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
-/// Origin metrics.
+/// Origin metrics (other crates add theirs with [`Metrics::register`]).
 pub struct Metrics {
     registry: Registry,
     /// Requests by status class (2xx…) and file kind.
@@ -24,14 +24,6 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     /// Hot-cache misses.
     pub cache_misses: IntCounter,
-    /// 1 while the shared-state Redis answers (0 when down or not configured).
-    pub redis_up: IntGauge,
-    /// Failed Redis calls.
-    pub redis_errors: IntCounter,
-    /// Playback writes by result (ok, invalid, unauthorized, rate_limited, unavailable).
-    pub playback_writes: IntCounterVec,
-    /// Live viewers per package, as of this node's last write or query.
-    pub live_viewers: IntGaugeVec,
     /// The per-kind series, resolved once (a label lookup hashes its values on every call).
     per_kind: Vec<PerKind>,
 }
@@ -92,26 +84,6 @@ impl Metrics {
             IntCounter::new("cache_hits_total", "Hot-file cache hits").expect("static metric");
         let cache_misses =
             IntCounter::new("cache_misses_total", "Hot-file cache misses").expect("static metric");
-        let redis_up = IntGauge::new("redis_up", "1 while the shared-state Redis answers")
-            .expect("static metric");
-        let redis_errors =
-            IntCounter::new("redis_errors_total", "Failed Redis calls").expect("static metric");
-        let playback_writes = IntCounterVec::new(
-            Opts::new(
-                "playback_writes_total",
-                "Playback position writes by result",
-            ),
-            &["result"],
-        )
-        .expect("static metric definition");
-        let live_viewers = IntGaugeVec::new(
-            Opts::new(
-                "live_viewers",
-                "Viewers seen within the viewer window, per package",
-            ),
-            &["package"],
-        )
-        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_sent.clone()),
@@ -120,10 +92,6 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
-            Box::new(redis_up.clone()),
-            Box::new(redis_errors.clone()),
-            Box::new(playback_writes.clone()),
-            Box::new(live_viewers.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -146,11 +114,15 @@ impl Metrics {
             rate_limited,
             cache_hits,
             cache_misses,
-            redis_up,
-            redis_errors,
-            playback_writes,
-            live_viewers,
         }
+    }
+
+    /// Adds another crate's metric to the exposition (with the `abr_` prefix and `node` label).
+    pub fn register(
+        &self,
+        c: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
     }
 
     /// Prometheus text exposition.

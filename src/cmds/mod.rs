@@ -1,9 +1,12 @@
-//! One module per packaging subcommand; each turns its arguments into library calls.
+//! One module per subcommand; each turns its arguments into library calls.
 
 pub mod assemble;
+pub mod monitor;
 pub mod package;
 pub mod plan;
+pub mod serve;
 pub mod shard;
+pub mod sign;
 
 use std::path::PathBuf;
 

@@ -16,7 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::gcra;
 use super::{now_ms, Event, Position, StoreError, StoreSettings, EVENTS_CHANNEL};
-use crate::telemetry::Metrics;
+use crate::metrics::Metrics;
 
 /// Longest a state call may take before it counts as a failure.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -72,9 +72,9 @@ impl RedisStore {
     fn mark(&self, up: bool, why: &str) {
         if self.up.swap(up, Ordering::Relaxed) != up {
             if up {
-                tracing::info!(target: "origin", "redis: connected, shared state available");
+                tracing::info!(target: "service", "redis: connected, shared state available");
             } else {
-                tracing::warn!(target: "origin", "redis: unavailable ({why}); video is still served, state features answer 503 until it returns");
+                tracing::warn!(target: "service", "redis: unavailable ({why}); video is still served, state features answer 503 until it returns");
             }
         }
         self.metrics.redis_up.set(i64::from(up));
@@ -258,5 +258,22 @@ impl RedisStore {
             }
             tokio::time::sleep(PING_DOWN * 4).await;
         }
+    }
+}
+
+/// The cluster-wide per-client rate limit of package files: one GCRA bucket per client in
+/// Redis for every node; while Redis is unavailable the origin falls back to the node's own.
+impl origin::SharedLimit for RedisStore {
+    fn acquire(
+        &self,
+        client: std::net::IpAddr,
+        rps: u32,
+        burst: u32,
+    ) -> origin::extension::Verdict<'_> {
+        Box::pin(async move {
+            RedisStore::acquire(self, &format!("c:{client}"), rps, burst)
+                .await
+                .ok()
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! backends; answers 503 while the shared backend is unreachable.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{self, HeaderValue};
@@ -12,19 +13,115 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::session::{SessionError, COOKIE};
-use crate::state::State;
-use crate::store::{now_ms, Position, StoreError};
+use crate::config::Config;
+use crate::error::ServiceError;
+use crate::metrics::Metrics;
+use crate::session::{SessionError, Sessions, COOKIE};
+use crate::store::{now_ms, Position, Store, StoreError, StoreSettings};
+use origin::limits::retry_after_secs;
+use origin::State as Origin;
 
 /// Largest request body accepted by the API.
 const MAX_BODY: usize = 4096;
 /// Largest position accepted (seconds; about 115 days).
 const MAX_POSITION_S: f64 = 1e7;
 
-/// Registers the API routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// What the viewer-state handlers share.
+pub struct Viewers {
+    config: Config,
+    /// Viewer state (in-process or Redis).
+    pub store: Store,
+    sessions: Sessions,
+    /// Playback events seen by this node (from every node with Redis), as JSON lines.
+    pub events: tokio::sync::broadcast::Sender<String>,
+    metrics: Arc<Metrics>,
+    node: String,
+    /// Whether session cookies get `Secure` (the origin serves TLS).
+    secure_cookie: bool,
+}
+
+impl Viewers {
+    /// The viewer state of `origin`'s node, from a validated config.
+    pub fn new(config: Config, origin: &Origin) -> Result<Self, ServiceError> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::new(&origin.metrics)?);
+        let node = origin.node.clone();
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let settings = StoreSettings {
+            position_ttl: Duration::from_secs(config.position_ttl_s.max(1)),
+            viewer_window: Duration::from_secs(config.viewer_window_s.max(1)),
+            node: node.clone(),
+        };
+        let store = match &config.redis {
+            Some(url) => Store::Redis(Arc::new(
+                crate::store::redis::RedisStore::new(url, settings, metrics.clone())
+                    .map_err(ServiceError::Config)?,
+            )),
+            None => Store::Embedded(Box::new(crate::store::embedded::EmbeddedStore::new(
+                settings,
+                events.clone(),
+            ))),
+        };
+        let session_key = match config
+            .session_key
+            .as_deref()
+            .or(origin.config.signing_key.as_deref())
+        {
+            Some(k) => origin::auth::key_bytes(k),
+            None => {
+                if config.redis.is_some() {
+                    tracing::warn!(target: "service", "no session_key: viewer sessions are valid on this node only (give every node the same --session-key)");
+                }
+                rand::random::<[u8; 32]>().to_vec()
+            }
+        };
+        tracing::info!(
+            target: "service",
+            node = %node,
+            state = if store.is_shared() { "redis" } else { "in-process" },
+            "viewer state ready"
+        );
+        Ok(Viewers {
+            sessions: Sessions::new(
+                session_key,
+                Duration::from_secs(config.session_ttl_s.max(60)),
+            ),
+            store,
+            events,
+            metrics,
+            node,
+            secure_cookie: origin.config.tls_cert.is_some(),
+            config,
+        })
+    }
+
+    /// Background work (call on the server's runtime): the embedded store's housekeeping, or
+    /// Redis' health watch (degrade and recover by itself) and the relay of every node's
+    /// playback events to this node's event stream.
+    pub fn spawn_tasks(self: &Arc<Self>) {
+        match &self.store {
+            Store::Redis(r) => {
+                actix_web::rt::spawn(r.clone().health_loop());
+                actix_web::rt::spawn(r.clone().forward_events(self.events.clone()));
+            }
+            Store::Embedded(_) => {
+                let me = self.clone();
+                actix_web::rt::spawn(async move {
+                    loop {
+                        actix_web::rt::time::sleep(Duration::from_secs(60)).await;
+                        me.store.housekeeping();
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Registers the API routes with `data` as their state.
+pub fn configure(cfg: &mut web::ServiceConfig, data: web::Data<Viewers>) {
     cfg.service(
         web::scope("/api/v1")
+            .app_data(data)
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .route("/session", web::post().to(new_session))
             .route("/playback", web::post().to(save))
@@ -45,7 +142,7 @@ fn error(status: StatusCode, msg: &str) -> HttpResponse {
     reply(status, json!({ "error": msg }))
 }
 
-fn store_error(state: &State, e: StoreError) -> HttpResponse {
+fn store_error(state: &Viewers, e: StoreError) -> HttpResponse {
     match e {
         StoreError::Unavailable => {
             let mut r = error(
@@ -57,7 +154,7 @@ fn store_error(state: &State, e: StoreError) -> HttpResponse {
             r
         }
         StoreError::Backend(m) => {
-            tracing::error!(target: "origin", node = %state.node, "state backend: {m}");
+            tracing::error!(target: "service", node = %state.node, "state backend: {m}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "viewer state error")
         }
     }
@@ -85,7 +182,7 @@ fn token(req: &HttpRequest) -> Option<String> {
 }
 
 /// The viewer of a request, or the 401 to answer.
-fn viewer(req: &HttpRequest, state: &State) -> Result<String, Box<HttpResponse>> {
+fn viewer(req: &HttpRequest, state: &Viewers) -> Result<String, Box<HttpResponse>> {
     let Some(t) = token(req) else {
         return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
@@ -100,20 +197,16 @@ fn viewer(req: &HttpRequest, state: &State) -> Result<String, Box<HttpResponse>>
     })
 }
 
-/// Whether `name` is an existing package under ROOT.
-fn package_exists(state: &State, name: &str) -> bool {
-    crate::files::segments(&format!("/{name}")).is_ok_and(|s| s.len() == 1)
-        && state.root.path().join(name).is_dir()
+/// Whether `name` is an existing package under the origin's ROOT.
+fn package_exists(origin: &Origin, name: &str) -> bool {
+    origin::files::segments(&format!("/{name}")).is_ok_and(|s| s.len() == 1)
+        && origin.root.path().join(name).is_dir()
 }
 
 /// `POST /api/v1/session`: a new viewer id, as a cookie and in the body.
-async fn new_session(state: web::Data<State>) -> HttpResponse {
+async fn new_session(state: web::Data<Viewers>) -> HttpResponse {
     let s = state.sessions.issue(SystemTime::now());
-    let secure = if state.config.tls_cert.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if state.secure_cookie { "; Secure" } else { "" };
     let cookie = format!(
         "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         s.token,
@@ -142,7 +235,12 @@ struct SaveBody {
 }
 
 /// `POST /api/v1/playback`: saves the viewer's position, counts it live, publishes an event.
-async fn save(req: HttpRequest, state: web::Data<State>, body: Bytes) -> HttpResponse {
+async fn save(
+    req: HttpRequest,
+    state: web::Data<Viewers>,
+    origin: web::Data<Origin>,
+    body: Bytes,
+) -> HttpResponse {
     let count = |result: &str| {
         state
             .metrics
@@ -181,7 +279,7 @@ async fn save(req: HttpRequest, state: web::Data<State>, body: Bytes) -> HttpRes
             );
         }
     }
-    if !package_exists(&state, &b.package) {
+    if !package_exists(&origin, &b.package) {
         count("invalid");
         return error(StatusCode::NOT_FOUND, "no such package");
     }
@@ -238,19 +336,19 @@ async fn save(req: HttpRequest, state: web::Data<State>, body: Bytes) -> HttpRes
     }
 }
 
-/// Whole seconds to put in Retry-After (at least 1).
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
 /// `GET /api/v1/playback/<package>`: the viewer's last position (204 when none saved).
-async fn load(req: HttpRequest, state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+async fn load(
+    req: HttpRequest,
+    state: web::Data<Viewers>,
+    origin: web::Data<Origin>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let viewer = match viewer(&req, &state) {
         Ok(v) => v,
         Err(r) => return *r,
     };
     let package = path.into_inner();
-    if !package_exists(&state, &package) {
+    if !package_exists(&origin, &package) {
         return error(StatusCode::NOT_FOUND, "no such package");
     }
     match state.store.load(&viewer, &package).await {
@@ -263,9 +361,13 @@ async fn load(req: HttpRequest, state: web::Data<State>, path: web::Path<String>
 }
 
 /// `GET /api/v1/viewers/<package>`: viewers seen within the viewer window.
-async fn viewers(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+async fn viewers(
+    state: web::Data<Viewers>,
+    origin: web::Data<Origin>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let package = path.into_inner();
-    if !package_exists(&state, &package) {
+    if !package_exists(&origin, &package) {
         return error(StatusCode::NOT_FOUND, "no such package");
     }
     match state.store.viewers(&package).await {
@@ -287,12 +389,16 @@ async fn viewers(state: web::Data<State>, path: web::Path<String>) -> HttpRespon
 /// `GET /api/v1/events`: playback events as Server-Sent Events (every node's with Redis).
 /// Operator endpoint: only on the admin listener when one is configured. Ends when the node
 /// starts draining, so it never holds a shutdown.
-async fn events(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if !crate::routes::admin_allowed(&req, &state) {
+async fn events(
+    req: HttpRequest,
+    state: web::Data<Viewers>,
+    origin: web::Data<Origin>,
+) -> HttpResponse {
+    if !origin::routes::admin_allowed(&req, &origin) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
     let rx = state.events.subscribe();
-    let st = state.clone().into_inner();
+    let st = origin.into_inner();
     let stream =
         futures_util::stream::unfold((rx, st, 0u32), |(mut rx, st, mut idle)| async move {
             use std::sync::atomic::Ordering;

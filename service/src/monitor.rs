@@ -70,7 +70,7 @@ fn print_event(json: bool, raw: &str) {
                 let _ = writeln!(
                     out,
                     "{}  {:<8} viewer {}…  {:<16} {:>9.1} s  {:<7} {:<10} live={}",
-                    crate::conditional::http_date(
+                    origin::conditional::http_date(
                         std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(p.updated_ms)
                     ),
                     p.node,

@@ -1,0 +1,101 @@
+//! Settings of the control plane of `abr serve`. As the origin's: the field is the TOML key (the
+//! same file as the origin's settings, top level), its `#[arg]` the flag and `ABR_*` variable.
+
+use serde::Deserialize;
+
+use crate::error::ServiceError;
+
+/// Viewer state and sessions. Every field has a default; see `docs/origin.example.toml`.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default)]
+#[group(id = "service")]
+pub struct Config {
+    /// Redis URL for state shared by a cluster (`redis://host:port/db`); none = in-process.
+    #[arg(long, env = "ABR_REDIS")]
+    pub redis: Option<String>,
+    /// HMAC key for viewer session tokens (`hex:…` or text); every node of a cluster needs the
+    /// same. Defaults to the origin's `signing_key`, else a random key (sessions then valid on
+    /// this node only).
+    #[arg(long, env = "ABR_SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+    /// Lifetime of a viewer session token, seconds.
+    #[arg(long = "session-ttl", env = "ABR_SESSION_TTL")]
+    pub session_ttl_s: u64,
+    /// How long a saved playback position is kept, seconds.
+    #[arg(long = "position-ttl", env = "ABR_POSITION_TTL")]
+    pub position_ttl_s: u64,
+    /// A viewer counts as live for this many seconds after its last playback event.
+    #[arg(long = "viewer-window", env = "ABR_VIEWER_WINDOW")]
+    pub viewer_window_s: u64,
+    /// Playback writes per second allowed per viewer.
+    #[arg(long, env = "ABR_PLAYBACK_WRITE_RPS")]
+    pub playback_write_rps: u32,
+    /// Playback write burst per viewer.
+    #[arg(long, env = "ABR_PLAYBACK_WRITE_BURST")]
+    pub playback_write_burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis: None,
+            session_key: None,
+            session_ttl_s: 30 * 86_400,
+            position_ttl_s: 30 * 86_400,
+            viewer_window_s: 30,
+            playback_write_rps: 2,
+            playback_write_burst: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings can work.
+    pub fn validate(&self) -> Result<(), ServiceError> {
+        let bad = |m: String| Err(ServiceError::Config(m));
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return bad(format!("redis '{url}' must be a redis:// or unix:// URL"));
+            }
+        }
+        if self.viewer_window_s == 0
+            || self.playback_write_rps == 0
+            || self.playback_write_burst == 0
+        {
+            return bad(
+                "viewer_window_s, playback_write_rps and playback_write_burst must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults work (the documented example's values are checked by `abr serve`'s tests,
+    /// which read the whole file); a URL that is not Redis' or a zero limit is refused.
+    #[test]
+    fn defaults_validate_and_bad_values_are_refused() {
+        assert!(Config::default().validate().is_ok());
+        let bad = [
+            Config {
+                redis: Some("http://x".into()),
+                ..Config::default()
+            },
+            Config {
+                viewer_window_s: 0,
+                ..Config::default()
+            },
+            Config {
+                playback_write_burst: 0,
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
+//! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
+//! monitor`, and the durable job [`queue`] (embedded SQLite backend).
+//!
+//! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
+//! cluster-wide rate limit of package files when Redis is configured. The origin never imports
+//! this crate; the binary wires the two with [`extension`].
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod monitor;
+pub mod queue;
+pub mod session;
+pub mod store;
+pub mod viewer;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+pub use config::Config;
+pub use error::ServiceError;
+
+/// The routes and the shared rate limit `abr serve` adds to `origin`, with their background
+/// tasks started (call on the server's runtime: [`origin::run`] calls its `extend` there).
+pub fn extension(
+    config: Config,
+    origin: &origin::State,
+) -> Result<origin::Extension, ServiceError> {
+    let viewers = Arc::new(viewer::Viewers::new(config, origin)?);
+    viewers.spawn_tasks();
+    let shared_limit: Option<Arc<dyn origin::SharedLimit>> = match &viewers.store {
+        store::Store::Redis(r) => Some(r.clone()),
+        store::Store::Embedded(_) => None,
+    };
+    let data = web::Data::from(viewers);
+    Ok(origin::Extension {
+        prefixes: vec!["/api/"],
+        configure: Some(Arc::new(move |cfg| viewer::configure(cfg, data.clone()))),
+        shared_limit,
+    })
+}

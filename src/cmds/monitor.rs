@@ -1,0 +1,40 @@
+//! `abr monitor`: live playback events and viewers of a cluster.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+/// `abr monitor` arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Redis URL of the cluster.
+    #[arg(long, env = "ABR_REDIS")]
+    redis: String,
+    /// Seconds a viewer stays live after its last event (the nodes' viewer_window_s).
+    #[arg(long, default_value_t = 30)]
+    window: u64,
+    /// Seconds between live-viewer summaries.
+    #[arg(long, default_value_t = 5.0)]
+    interval: f64,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Exit after this many events (0 = until interrupted).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+}
+
+/// Runs until interrupted or `--count` events were shown.
+pub fn run(a: Args) -> Result<()> {
+    if !(a.interval.is_finite() && a.interval >= 0.1) {
+        bail!("--interval must be at least 0.1 s");
+    }
+    service::monitor::run(service::monitor::MonitorOptions {
+        redis: a.redis,
+        window: Duration::from_secs(a.window.max(1)),
+        interval: Duration::from_secs_f64(a.interval),
+        json: a.json,
+        max_events: a.count,
+    })?;
+    Ok(())
+}
