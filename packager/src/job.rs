@@ -157,18 +157,17 @@ pub fn run(job: &Job) -> Result<Summary> {
                 Ok((i, r)) => match r {
                     Ok(outcome) => {
                         done += 1;
-                        let rec = outcome.record().clone();
+                        let rec = outcome.into_record();
                         if let Some((a, b)) = rec.frames {
                             frames_done += b - a;
                         }
-                        let kind = rec.kind.clone();
+                        progress.event(serde_json::json!({
+                            "event": "task_done", "index": i, "kind": rec.kind,
+                            "done": done, "total": plan.tasks,
+                        }));
                         if let Some(slot) = records.get_mut(i) {
                             *slot = Some(rec);
                         }
-                        progress.event(serde_json::json!({
-                            "event": "task_done", "index": i, "kind": kind,
-                            "done": done, "total": plan.tasks,
-                        }));
                     }
                     Err(e) => {
                         if first_err.is_none() || matches!(first_err, Some(PackageError::Aborted)) {

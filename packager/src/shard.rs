@@ -22,7 +22,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The task's record.
-    pub fn record(&self) -> &TaskRecord {
+    pub fn into_record(self) -> TaskRecord {
         match self {
             Outcome::Done(r) | Outcome::Reused(r) => r,
         }
