@@ -284,7 +284,9 @@ def main():
     if contenders:
         p("## What differs between contenders\n")
         p("- abr and the ffmpeg recipes use the same libx264 build (Debian's, through the system "
-          "libav* 5.1) with the same settings; compare the `x264:` lines above (x264 clamps "
+          "libav* 5.1) with the same settings but threading (abr: two sliced threads per rung, "
+          "fixed by its plan for deterministic bytes; ffmpeg: libx264's automatic frame "
+          "threads); compare the `x264:` lines above (x264 clamps "
           "min-keyint to keyint/2+1, hence keyint_min=61 everywhere). The ffmpeg recipes keep "
           "the display aspect in the SAR (1280:1281 at 854x480, 640:639 at 426x240) where abr "
           "writes 1:1, because ffmpeg's dash muxer refuses mixed aspect ratios in one "
