@@ -198,9 +198,9 @@ for i in "${!LADDER[@]}"; do
 done
 # abr's RungEncoder: preset, profile high, forced-idr, x264-params, IDR forced at every segment
 # boundary (abr marks the frame at each 4 s boundary as I; ffmpeg's force_key_frames does the
-# same), BT.709 tags, limited range. Threads differ on purpose: abr's plan fixes two sliced
-# threads per rung (deterministic bytes); the ffmpeg recipes keep libx264's automatic frame
-# threads, their fastest setting, so the floor stays the peer's best.
+# same), BT.709 tags, limited range. Threads differ on purpose: abr's plan fixes one x264
+# thread per rung (deterministic bytes; plan.rs says why); the ffmpeg recipes keep libx264's
+# automatic frame threads, their fastest setting, so the floor stays the peer's best.
 X264=(-c:v libx264 -preset:v veryfast -profile:v high -forced-idr:v 1
   -x264-params:v "scenecut=0:open-gop=0:keyint=$K:min-keyint=$K"
   -force_key_frames:v 'expr:gte(t,n_forced*4)'

@@ -49,8 +49,9 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-/// Tasks run at once by default: one per core. Each shard runs one encoder per rung with
-/// [`plan::X264_THREADS`] sliced threads; shards overlap to fill the machine.
+/// Tasks run at once by default: one per core. Each shard runs one single-threaded encoder per
+/// rung ([`plan::X264_THREADS`]), and its top rung alone is the longest chain: one shard at a
+/// time used 107 % CPU of 2 cores (BENCHMARKS.md), so shards must overlap to fill the machine.
 pub fn default_jobs() -> usize {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     cores.clamp(1, 16)

@@ -30,15 +30,14 @@ pub const PLAN_FORMAT: u32 = 1;
 pub const ABR_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Bytes of the source hashed for its identity.
 pub const HEAD_BYTES: u64 = 4 << 20;
-/// libx264 threads per rung: two, as slices of each frame (`sliced-threads`). libx264 0.164 with
-/// VBV and *frame* threads gives different bytes from run to run (measured: every md5 differs with
-/// `-threads 2 -maxrate …`), and the same plan must give the same bytes; sliced threads are
-/// deterministic (8 of 8 runs identical at 1080p with VBV, on a loaded machine) and cost nothing
-/// measurable (1080p 5 Mb/s: -0.007 dB PSNR, +0.07 % bytes, the same CPU time). Two slices let a
-/// source that fits in one shard use two cores on its top rung, which alone is over half the
-/// ladder's pixels; more parallelism comes from running shards at once. Fixed here, never from
-/// the machine: it is part of the plan.
-pub const X264_THREADS: u32 = 2;
+/// libx264 threads per rung: one, because the same plan must give the same bytes. libx264 0.164
+/// with VBV is not deterministic with more: with *frame* threads every md5 differs from run to run
+/// (`-threads 2 -maxrate …`), and with *sliced* threads the row-level VBV of each slice reads the
+/// other slices' live size estimates (`size_of_other_slices` in x264's `ratecontrol.c`), so the
+/// bytes depend on thread timing: 47f7d7a tried two sliced threads, passed 8 runs on an idle box,
+/// and gave different 720p segments under CI load. Parallelism comes from the rungs of a shard
+/// encoding at once and from running several shards at once. Fixed here, never from the machine.
+pub const X264_THREADS: u32 = 1;
 /// Constant added to TS timestamps (B-frame decode times and AAC priming stay positive).
 pub const TS_OFFSET_SECS: i64 = crate::mux::ts::TS_OFFSET_SECS;
 

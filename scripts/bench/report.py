@@ -284,7 +284,7 @@ def main():
     if contenders:
         p("## What differs between contenders\n")
         p("- abr and the ffmpeg recipes use the same libx264 build (Debian's, through the system "
-          "libav* 5.1) with the same settings but threading (abr: two sliced threads per rung, "
+          "libav* 5.1) with the same settings but threading (abr: one thread per rung, "
           "fixed by its plan for deterministic bytes; ffmpeg: libx264's automatic frame "
           "threads); compare the `x264:` lines above (x264 clamps "
           "min-keyint to keyint/2+1, hence keyint_min=61 everywhere). The ffmpeg recipes keep "

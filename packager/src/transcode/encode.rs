@@ -15,14 +15,15 @@ pub struct X264Settings {
     pub preset: String,
     /// Keyframe interval upper bound in frames (longer than any segment: only forced IDRs occur).
     pub keyint: u64,
-    /// Encoder threads, as slices of each frame when more than one (x264's output depends on
-    /// the count, so it is fixed by the plan; frame threads would not be deterministic).
+    /// Encoder threads, fixed by the plan because x264's output depends on them; this build's
+    /// plans say one ([`crate::plan::X264_THREADS`] says why). More are run as slices of each
+    /// frame, as a plan asks.
     pub threads: u32,
 }
 
 impl X264Settings {
     /// The `x264-params` string: no scene-cut keyframes, closed GOPs, fixed keyint, and sliced
-    /// (deterministic) threads when there are several.
+    /// threads when the plan asks for several.
     pub fn params(&self) -> String {
         let sliced = if self.threads > 1 {
             "sliced-threads=1:"
