@@ -97,6 +97,14 @@
   // --- dash.js -------------------------------------------------------------
   let dash = null;
   const repIndexById = new Map();
+  const loadedDashIds = new Set();
+  const loadedDashUrls = [];
+  function markDashLoaded() {
+    for (const [id, i] of repIndexById) {
+      const inUrl = (u) => u.split(/[/?#]/).includes(id);
+      if (loadedDashIds.has(String(id)) || loadedDashUrls.some(inUrl)) state.loaded[i] = true;
+    }
+  }
   function startDash(url) {
     if (typeof dashjs === 'undefined') return addError(true, 'harness', { message: 'dash.js not loaded' });
     dash = dashjs.MediaPlayer().create();
@@ -114,12 +122,19 @@
         repIndexById.set(r.id, index);
         return { index, id: r.id, width: r.width, height: r.height, bitrate: r.bandwidth };
       });
+      markDashLoaded();
     });
+    // Segments can finish loading before STREAM_INITIALIZED has given the representations
+    // (seen under CI load: every rendition stayed "not loaded"), so loads are kept by
+    // representation id (or URL, when the request names no representation) and mapped to
+    // indices whenever both are known.
     dash.on(E.FRAGMENT_LOADING_COMPLETED, (e) => {
       const req = e.request || {};
       if (e.error || req.mediaType !== 'video' || req.type !== 'MediaSegment') return;
       const id = req.representation ? req.representation.id : req.representationId;
-      if (repIndexById.has(id)) state.loaded[repIndexById.get(id)] = true;
+      if (id !== undefined && id !== null) loadedDashIds.add(String(id));
+      else if (req.url) loadedDashUrls.push(req.url);
+      markDashLoaded();
     });
     dash.on(E.QUALITY_CHANGE_RENDERED, (e) => {
       if (e.mediaType !== 'video' || !e.newRepresentation) return;
@@ -163,6 +178,7 @@
     },
 
     state() {
+      if (dash) markDashLoaded();
       return {
         ...state,
         played: playedSeconds(),
