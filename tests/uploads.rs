@@ -304,7 +304,7 @@ fn checksum_offset_version_and_content_type() {
         "no job before completion"
     );
     // The rest, with sha1: complete, one job, no expiry any more.
-    let sha1 = "sha1 fCEOLvSzDcKvpoIiNPlwzFCz4Qs="; // sha1("world")
+    let sha1 = "sha1 fCEUM/AgcVl3Qeb/Wo6jR4mrv0M="; // sha1("world")
     let r = s.patch(&up, ALICE, 5, b"world", &[("Upload-Checksum", sha1)]);
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(r.header("upload-offset"), Some("10"));
