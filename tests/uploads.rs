@@ -108,10 +108,12 @@ fn upload_survives_sigkills(client: &str, name: &str, seed: u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicU64::new(0));
     let polls = Arc::new(AtomicU64::new(0));
+    let violation: Arc<Mutex<Option<String>>> = Arc::default();
     let poller = {
         let (stop, seen, polls) = (stop.clone(), seen.clone(), polls.clone());
+        let violation = violation.clone();
         let (addr, path, data) = (s.addr(), path.clone(), data.clone());
-        std::thread::spawn(move || -> Result<(), String> {
+        std::thread::spawn(move || {
             let auth = format!("Bearer {ALICE}");
             while !stop.load(Ordering::SeqCst) {
                 let r =
@@ -125,7 +127,9 @@ fn upload_survives_sigkills(client: &str, name: &str, seed: u64) {
                             .unwrap_or(0);
                         let size = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
                         if off > size {
-                            return Err(format!("HEAD said {off} with {size} bytes on disk"));
+                            *violation.lock().unwrap() =
+                                Some(format!("HEAD said {off} with {size} bytes on disk"));
+                            return;
                         }
                         seen.fetch_max(off, Ordering::SeqCst);
                         polls.fetch_add(1, Ordering::SeqCst);
@@ -133,12 +137,19 @@ fn upload_survives_sigkills(client: &str, name: &str, seed: u64) {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Ok(())
         })
+    };
+    // Fails the test as soon as the poller saw the offset run ahead of the bytes.
+    let check = |child: &mut std::process::Child| {
+        if let Some(v) = violation.lock().unwrap().clone() {
+            let _ = child.kill();
+            panic!("{client}: the offset ran ahead of the data file: {v}");
+        }
     };
     for frac in KILL_AT {
         let at = (UPLOAD_SIZE as f64 * frac) as u64;
         wait_until(Duration::from_secs(120), "the upload progresses", || {
+            check(&mut child);
             seen.load(Ordering::SeqCst) >= at
         });
         s.kill();
@@ -146,6 +157,7 @@ fn upload_survives_sigkills(client: &str, name: &str, seed: u64) {
     }
     let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
+        check(&mut child);
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
@@ -175,7 +187,8 @@ fn upload_survives_sigkills(client: &str, name: &str, seed: u64) {
         "{client} resumed: {result}"
     );
     stop.store(true, Ordering::SeqCst);
-    poller.join().unwrap().unwrap();
+    poller.join().unwrap();
+    check(&mut child);
     assert!(polls.load(Ordering::SeqCst) > 10, "the poller ran");
     assert_eq!(s.offset(&path, ALICE), UPLOAD_SIZE);
     assert_eq!(sha256sum(&data), sha256sum(&src), "{client}: stored bytes");
