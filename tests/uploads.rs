@@ -325,6 +325,31 @@ fn checksum_offset_version_and_content_type() {
     assert_eq!(std::fs::read(&data).unwrap(), b"helloworld");
     assert_eq!(s.info(&id)["state"], "complete");
     assert_one_job(&s, &id, "clip", "alice");
+    // Metrics of what happened so far.
+    let m = common::origin::get(s.addr(), "/metrics", &[]).unwrap();
+    let m = String::from_utf8_lossy(&m.body);
+    let value = |name: &str, label: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{m}"))
+    };
+    assert_eq!(value("abr_uploads_completed_total", ""), 1.0);
+    assert_eq!(value("abr_uploads_in_progress", ""), 0.0);
+    assert_eq!(
+        value("abr_upload_bytes_received_total", ""),
+        15.0,
+        "5 discarded + 10 kept"
+    );
+    for reason in ["checksum", "offset", "too_long"] {
+        let label = format!("reason=\"{reason}\"");
+        assert_eq!(
+            value("abr_upload_chunks_rejected_total", &label),
+            1.0,
+            "{reason}"
+        );
+    }
     let h = s.tus("HEAD", &up, Some(ALICE), &[], b"");
     assert_eq!(h.header("upload-length"), Some("10"));
     assert!(h.header("upload-metadata").unwrap().contains(&b64(b"clip")));
@@ -561,4 +586,9 @@ fn completion_makes_exactly_one_job_across_crashes() {
     assert_eq!(s.info(&id)["state"], "complete");
     assert_one_job(&s, &id, "killed", "alice");
     assert_eq!(std::fs::read(s.data_file(&id)).unwrap(), b"wxyz");
+    // Deleting a complete upload cancels its job (its source is gone).
+    assert_eq!(s.tus("DELETE", &up, Some(ALICE), &[], b"").status, 204);
+    assert!(!s.uploads_dir().join(&id).exists());
+    let job = s.queue().job(&id).unwrap().unwrap();
+    assert_eq!(job.state, service::queue::JobState::Cancelled);
 }

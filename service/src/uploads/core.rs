@@ -25,6 +25,9 @@ const WRITE_BUF: usize = 1 << 20;
 /// Without a checksum, the offset is made durable (fsync) at least every this many bytes of a
 /// long PATCH, so a crash loses little.
 const COMMIT_EVERY: u64 = 16 << 20;
+/// A body that sends nothing for this long is treated as cut (the upload's lock is released;
+/// what arrived is kept).
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `/api/v1/uploads/{id}`: HEAD, PATCH, DELETE, OPTIONS.
 pub async fn upload(
@@ -268,11 +271,17 @@ pub(super) async fn write_body(
             Ok((file, buf))
         })
     };
-    while let Some(chunk) = payload.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+    loop {
+        let chunk = match actix_web::rt::time::timeout(BODY_IDLE, payload.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(c))) => c,
+            Ok(Some(Err(e))) => {
                 tracing::info!(target: "service", upload = id, error = %e, "upload body cut short");
+                cut_short = true;
+                break;
+            }
+            Err(_) => {
+                tracing::info!(target: "service", upload = id, "upload body idle for {BODY_IDLE:?}: cut short");
                 cut_short = true;
                 break;
             }
