@@ -207,7 +207,7 @@ fn tuspy_resumes_across_sigkills() {
 
 #[test]
 fn tus_js_client_resumes_across_sigkills() {
-    upload_survives_sigkills("tus-js-client", "from-tus-js", 2);
+    upload_survives_sigkills("tus-js-client", "from-tus-js", 1);
 }
 
 /// OPTIONS tells what is offered; a wrong checksum is 460 and keeps nothing; a wrong offset
