@@ -1,6 +1,8 @@
 //! Settings of the control plane of `abr serve`. As the origin's: the field is the TOML key (the
 //! same file as the origin's settings, top level), its `#[arg]` the flag and `ABR_*` variable.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use crate::error::ServiceError;
@@ -33,6 +35,29 @@ pub struct Config {
     /// Playback write burst per viewer.
     #[arg(long, env = "ABR_PLAYBACK_WRITE_BURST")]
     pub playback_write_burst: u32,
+    /// Turn on ingest: resumable uploads (tus 1.0) at `/api/v1/uploads` and the job queue
+    /// (`--ingest` alone means `true`).
+    #[arg(long, env = "ABR_INGEST", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub ingest: bool,
+    /// Directory of ingest state: `uploads/` and `queue.sqlite3` (required with `ingest`).
+    #[arg(long, env = "ABR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest upload accepted, bytes (each token may set a lower one).
+    #[arg(long, env = "ABR_UPLOAD_MAX_SIZE")]
+    pub upload_max_size: u64,
+    /// An incomplete upload is deleted this many seconds after its creation.
+    #[arg(long = "upload-expiration", env = "ABR_UPLOAD_EXPIRATION")]
+    pub upload_expiration_s: u64,
+    /// Upload tokens, `PRINCIPAL:SHA256HEX[:MAX_SIZE[:QUOTA]]` (the token's SHA-256, e.g.
+    /// `printf %s TOKEN | sha256sum`; comma-separated on the command line).
+    #[arg(
+        long,
+        env = "ABR_UPLOAD_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub upload_tokens: Vec<String>,
 }
 
 impl Default for Config {
@@ -45,6 +70,11 @@ impl Default for Config {
             viewer_window_s: 30,
             playback_write_rps: 2,
             playback_write_burst: 10,
+            ingest: false,
+            data_dir: None,
+            upload_max_size: 64 << 30,
+            upload_expiration_s: 86_400,
+            upload_tokens: Vec::new(),
         }
     }
 }
@@ -66,6 +96,19 @@ impl Config {
                 "viewer_window_s, playback_write_rps and playback_write_burst must be at least 1"
                     .into(),
             );
+        }
+        if self.ingest {
+            if self.data_dir.is_none() {
+                return bad(
+                    "ingest needs data_dir (where uploads and the job queue are kept)".into(),
+                );
+            }
+            if self.upload_max_size == 0 || self.upload_expiration_s == 0 {
+                return bad("upload_max_size and upload_expiration_s must be at least 1".into());
+            }
+        }
+        for t in &self.upload_tokens {
+            crate::uploads::auth::Token::parse(t).map_err(ServiceError::Config)?;
         }
         Ok(())
     }
@@ -91,6 +134,20 @@ mod tests {
             },
             Config {
                 playback_write_burst: 0,
+                ..Config::default()
+            },
+            Config {
+                ingest: true,
+                ..Config::default()
+            },
+            Config {
+                ingest: true,
+                data_dir: Some("/tmp".into()),
+                upload_expiration_s: 0,
+                ..Config::default()
+            },
+            Config {
+                upload_tokens: vec!["alice:nothex".into()],
                 ..Config::default()
             },
         ];

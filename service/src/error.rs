@@ -9,4 +9,7 @@ pub enum ServiceError {
     /// A metric could not be registered with the origin's exposition.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The uploads or the job queue could not be opened.
+    #[error("uploads: {0}")]
+    Uploads(String),
 }

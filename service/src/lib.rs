@@ -1,6 +1,7 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
 //! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
-//! monitor`, and the durable job [`queue`] (embedded SQLite backend).
+//! monitor`, the durable job [`queue`] (embedded SQLite backend), and resumable [`uploads`]
+//! (tus 1.0) that enqueue a packaging [`jobs::VideoJob`] when complete.
 //!
 //! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
 //! cluster-wide rate limit of package files when Redis is configured. The origin never imports
@@ -8,11 +9,13 @@
 
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod monitor;
 pub mod queue;
 pub mod session;
 pub mod store;
+pub mod uploads;
 pub mod viewer;
 
 use std::sync::Arc;
@@ -28,6 +31,13 @@ pub fn extension(
     config: Config,
     origin: &origin::State,
 ) -> Result<origin::Extension, ServiceError> {
+    let uploads = if config.ingest {
+        let u = uploads::Uploads::open(&config, origin)?;
+        u.spawn_tasks();
+        Some(web::Data::from(u))
+    } else {
+        None
+    };
     let viewers = Arc::new(viewer::Viewers::new(config, origin)?);
     viewers.spawn_tasks();
     let shared_limit: Option<Arc<dyn origin::SharedLimit>> = match &viewers.store {
@@ -37,7 +47,13 @@ pub fn extension(
     let data = web::Data::from(viewers);
     Ok(origin::Extension {
         prefixes: vec!["/api/"],
-        configure: Some(Arc::new(move |cfg| viewer::configure(cfg, data.clone()))),
+        configure: Some(Arc::new(move |cfg| {
+            // The uploads' scope first: it is more specific than the viewer API's `/api/v1`.
+            if let Some(u) = &uploads {
+                uploads::configure(cfg, u.clone());
+            }
+            viewer::configure(cfg, data.clone())
+        })),
         shared_limit,
     })
 }

@@ -45,3 +45,54 @@ impl Metrics {
         Ok(m)
     }
 }
+
+/// Upload metrics (`uploads` module).
+pub struct UploadMetrics {
+    /// Incomplete uploads on disk.
+    pub in_progress: IntGauge,
+    /// Body bytes received by PATCH and POST.
+    pub bytes_received: IntCounter,
+    /// Uploads that received all their bytes (their job enqueued).
+    pub completed: IntCounter,
+    /// Incomplete uploads that ended without completing, by reason (expired, terminated).
+    pub failed: IntCounterVec,
+    /// Refused chunks by reason (offset, checksum, too_long).
+    pub rejected: IntCounterVec,
+}
+
+impl UploadMetrics {
+    /// Creates the metrics and registers them with `origin`'s.
+    pub fn new(origin: &origin::telemetry::Metrics) -> Result<Self, ServiceError> {
+        let m = UploadMetrics {
+            in_progress: IntGauge::new("uploads_in_progress", "Incomplete uploads on disk")?,
+            bytes_received: IntCounter::new(
+                "upload_bytes_received_total",
+                "Upload body bytes received",
+            )?,
+            completed: IntCounter::new(
+                "uploads_completed_total",
+                "Uploads completed (packaging job enqueued)",
+            )?,
+            failed: IntCounterVec::new(
+                Opts::new(
+                    "uploads_failed_total",
+                    "Incomplete uploads deleted, by reason",
+                ),
+                &["reason"],
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "upload_chunks_rejected_total",
+                    "Refused upload chunks, by reason",
+                ),
+                &["reason"],
+            )?,
+        };
+        origin.register(Box::new(m.in_progress.clone()))?;
+        origin.register(Box::new(m.bytes_received.clone()))?;
+        origin.register(Box::new(m.completed.clone()))?;
+        origin.register(Box::new(m.failed.clone()))?;
+        origin.register(Box::new(m.rejected.clone()))?;
+        Ok(m)
+    }
+}

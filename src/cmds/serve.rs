@@ -212,5 +212,50 @@ mod tests {
                 d.playback_write_burst
             )
         );
+        assert_eq!(
+            (
+                s.ingest,
+                s.data_dir,
+                s.upload_max_size,
+                s.upload_expiration_s
+            ),
+            (
+                d.ingest,
+                d.data_dir,
+                d.upload_max_size,
+                d.upload_expiration_s
+            )
+        );
+        assert_eq!(s.upload_tokens, d.upload_tokens);
+    }
+
+    /// `--ingest` alone turns ingest on and keeps the other flags; the upload settings come from
+    /// flags (tokens comma-separated) over the file.
+    #[test]
+    fn ingest_flags() {
+        let file = "ingest = false\nupload_max_size = 5\ndata_dir = \"/srv/abr\"\n";
+        let (_, s) = overlay(file, &[]).unwrap();
+        assert!(!s.ingest);
+        assert_eq!(s.upload_max_size, 5);
+        let (o, s) = overlay(
+            file,
+            &[
+                "--ingest",
+                "--upload-tokens",
+                "a:00,b:11",
+                "--upload-expiration",
+                "7",
+                "--rate-limit",
+                "3",
+            ],
+        )
+        .unwrap();
+        assert!(s.ingest);
+        assert_eq!(o.rate_limit_rps, 3);
+        assert_eq!(s.upload_tokens, ["a:00", "b:11"]);
+        assert_eq!((s.upload_expiration_s, s.upload_max_size), (7, 5));
+        assert_eq!(s.data_dir.as_deref(), Some(Path::new("/srv/abr")));
+        let (_, s) = overlay("ingest = true\n", &["--ingest", "false"]).unwrap();
+        assert!(!s.ingest);
     }
 }

@@ -8,6 +8,7 @@ pub mod packages;
 pub mod player;
 pub mod shard;
 pub mod slurm;
+pub mod uploads;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

@@ -56,6 +56,30 @@ impl Server {
 
     /// Starts the process without waiting; its log file is `serve-<port>-<pid><tag>.log`.
     fn spawn(root: &Path, port: u16, tag: &str, extra: &[&str]) -> Server {
+        Self::spawn_env(root, port, tag, extra, &[])
+    }
+
+    /// Like [`Server::start_tagged`] with environment variables `env` set for the process
+    /// (its log file is named after `tag` too); `wait` = wait until /healthz answers.
+    pub fn start_env(
+        root: &Path,
+        port: u16,
+        tag: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let s = Self::spawn_env(root, port, &format!("-{tag}"), extra, env);
+        s.wait_ready();
+        s
+    }
+
+    fn spawn_env(
+        root: &Path,
+        port: u16,
+        tag: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = fixture_dir().join(format!("serve-{port}-{}{tag}.log", std::process::id()));
         let logf = std::fs::File::create(&log).unwrap();
@@ -70,6 +94,7 @@ impl Server {
             ])
             .args(["--player-assets", player.to_str().unwrap()])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
