@@ -48,6 +48,7 @@ pub fn encode_shard(
     let mut txs = Vec::new();
     let mut counters = Vec::new();
     let mut workers = Vec::new();
+    let quit = Arc::new(AtomicBool::new(false));
     for rung in &plan.rungs {
         let (tx, rx) = bounded::<FrameMsg>(FRAME_QUEUE);
         let counter = Arc::new(AtomicU64::new(0));
@@ -61,6 +62,7 @@ pub fn encode_shard(
             dash: plan.formats.dash,
             frames: (shard.start_frame, shard.end_frame),
             progress: counter.clone(),
+            quit: quit.clone(),
         };
         let h = thread::Builder::new()
             .name(format!("rung-{}", rung.name))
@@ -86,6 +88,10 @@ pub fn encode_shard(
             }
         });
         let r = decode_range(plan, shard, &txs, abort);
+        if r.is_err() {
+            // Nobody will use the rungs' output: stop them without flushing their encoders.
+            quit.store(true, Ordering::Relaxed);
+        }
         drop(std::mem::take(&mut txs));
         let outputs: Vec<Result<RungOutput>> = workers
             .into_iter()
