@@ -33,6 +33,16 @@ pub struct Config {
     /// Playback write burst per viewer.
     #[arg(long, env = "ABR_PLAYBACK_WRITE_BURST")]
     pub playback_write_burst: u32,
+    /// Packaging workers run in-process by `abr serve --ingest` (`service::worker::spawn_pool`).
+    #[arg(long, env = "ABR_JOB_WORKERS")]
+    pub job_workers: usize,
+    /// Lease of a claimed packaging task, seconds: a worker that stops renewing loses the task
+    /// to another after this long.
+    #[arg(long = "job-lease", env = "ABR_JOB_LEASE")]
+    pub job_lease_s: u64,
+    /// Attempts of a packaging task before its job fails.
+    #[arg(long, env = "ABR_JOB_MAX_ATTEMPTS")]
+    pub job_max_attempts: u32,
 }
 
 impl Default for Config {
@@ -45,6 +55,9 @@ impl Default for Config {
             viewer_window_s: 30,
             playback_write_rps: 2,
             playback_write_burst: 10,
+            job_workers: 1,
+            job_lease_s: 30,
+            job_max_attempts: 3,
         }
     }
 }
@@ -67,7 +80,26 @@ impl Config {
                     .into(),
             );
         }
+        if self.job_workers == 0 || self.job_lease_s == 0 || self.job_max_attempts == 0 {
+            return bad("job_workers, job_lease_s and job_max_attempts must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// The job queue's settings and the packaging workers' (default plan options).
+    pub fn job_settings(&self) -> (crate::queue::Settings, crate::worker::Settings) {
+        let lease = std::time::Duration::from_secs(self.job_lease_s);
+        (
+            crate::queue::Settings {
+                lease,
+                max_attempts: self.job_max_attempts,
+                ..crate::queue::Settings::default()
+            },
+            crate::worker::Settings {
+                lease,
+                ..crate::worker::Settings::default()
+            },
+        )
     }
 }
 
@@ -91,6 +123,10 @@ mod tests {
             },
             Config {
                 playback_write_burst: 0,
+                ..Config::default()
+            },
+            Config {
+                job_lease_s: 0,
                 ..Config::default()
             },
         ];

@@ -1,6 +1,7 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
 //! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
-//! monitor`, and the durable job [`queue`] (embedded SQLite backend).
+//! monitor`, the durable job [`queue`] (embedded SQLite backend), and the packaging [`worker`]s
+//! that run [`jobs`] from it.
 //!
 //! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
 //! cluster-wide rate limit of package files when Redis is configured. The origin never imports
@@ -8,19 +9,21 @@
 
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod monitor;
 pub mod queue;
 pub mod session;
 pub mod store;
 pub mod viewer;
+pub mod worker;
 
 use std::sync::Arc;
 
 use actix_web::web;
 
 pub use config::Config;
-pub use error::ServiceError;
+pub use error::{ServiceError, WorkerError};
 
 /// The routes and the shared rate limit `abr serve` adds to `origin`, with their background
 /// tasks started (call on the server's runtime: [`origin::run`] calls its `extend` there).

@@ -212,5 +212,9 @@ mod tests {
                 d.playback_write_burst
             )
         );
+        assert_eq!(
+            (s.job_workers, s.job_lease_s, s.job_max_attempts),
+            (d.job_workers, d.job_lease_s, d.job_max_attempts)
+        );
     }
 }
