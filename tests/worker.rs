@@ -304,19 +304,43 @@ fn end_to_end_job_is_planned_encoded_assembled_and_published() {
 fn killed_worker_loses_its_shard_to_the_other_and_is_fenced() {
     let src = fixture("360p25-mono", 24);
     let mut st = Setup::new("crash");
-    st.enqueue("v2", &src);
     let started = Instant::now();
     let l = ladder(st.dir.path(), "slow");
+    // Plan task 1 is already in the work area, intact, as a worker killed after renaming it
+    // into place (before completing) leaves it: the job's plan (the same request) and that
+    // task are reused, not redone.
+    let out = st.out("v2");
+    let planned = common::shard::plan(
+        &src,
+        &out,
+        &[
+            "--ladder",
+            s(&l),
+            "--segment-duration",
+            "2",
+            "--shard-seconds",
+            "4",
+        ],
+    );
+    common::shard::shard(&out, 1);
+    st.enqueue("v2", &src);
     st.start_worker(&l, &["--lease-seconds", "3"]);
     st.start_worker(&l, &["--lease-seconds", "3"]);
     let audio = audio_index(&st, "v2");
-    // Find a worker in the middle of encoding a video shard, and SIGKILL it.
+    // Once some shards are done, find a worker in the middle of encoding another one, and
+    // SIGKILL it.
     let mut found = None;
     poll(
         300,
-        "no shard was seen encoding",
+        "no shard was seen encoding after two were done",
         || {
-            found = encoding_shard(&st, "v2", audio);
+            let done = st
+                .job("v2")
+                .tasks
+                .iter()
+                .filter(|t| t.stage == 1 && t.state == TaskState::Done)
+                .count();
+            found = encoding_shard(&st, "v2", audio).filter(|_| done >= 2);
             found.is_some()
         },
         || format!("{:#?}\n{}", st.job("v2"), st.logs()),
@@ -342,6 +366,7 @@ fn killed_worker_loses_its_shard_to_the_other_and_is_fenced() {
     );
     let job = st.wait_final("v2", 900);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", st.logs());
+    assert_eq!(job.tasks.len(), planned.tasks + 2, "{job:#?}");
     let t = &job.tasks[task as usize];
     assert!(
         t.attempt > killed_attempt && t.worker.as_deref() != Some(worker.as_str()),
@@ -362,6 +387,14 @@ fn killed_worker_loses_its_shard_to_the_other_and_is_fenced() {
         assert_eq!(st.claims("v2", *i), 1, "task {i} was claimed again");
         assert_eq!(job.tasks[*i as usize].attempt, 1);
     }
+    // The plan and the task found in the work area were reused, not redone.
+    let log = st.logs();
+    assert!(log.contains("reused_plan=true"), "{log}");
+    let reused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reused") && l.contains("index=1 "))
+        .collect();
+    assert_eq!(reused.len(), 1, "plan task 1 was not reused: {log}");
     // Every task but the killed one ran once.
     for t in job.tasks.iter().filter(|t| t.index != task) {
         assert_eq!(t.attempt, 1, "task {}: {job:#?}", t.index);
@@ -418,6 +451,9 @@ fn cancel_stops_the_encoder_within_two_seconds() {
     );
     let stopped = t0.elapsed();
     eprintln!("cancel → encoder stopped and temporaries removed in {stopped:?}");
+    if std::env::var_os("WORKER_TEST_LOGS").is_some() {
+        eprintln!("{}", st.logs());
+    }
     assert!(
         stopped < Duration::from_secs(2),
         "took {stopped:?}\n{}",

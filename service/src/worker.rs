@@ -211,13 +211,13 @@ impl Worker {
         );
         let _g = span.enter();
         let (job, task) = (lease.job.as_str(), lease.task);
-        tracing::info!(target: "service", job, task, attempt = lease.attempt, payload = %lease.payload, "task claimed");
+        tracing::info!(target: "service", job = %job, task, attempt = lease.attempt, payload = %lease.payload, "task claimed");
         let started = Instant::now();
         match self.execute(lease, stop) {
             Ran::Done(then) => match self.queue.complete(lease, &then) {
                 Ok(state) => tracing::info!(
                     target: "service",
-                    job, task, added = then.len(), job_state = ?state,
+                    job = %job, task, added = then.len(), job_state = ?state,
                     elapsed_s = started.elapsed().as_secs_f64(),
                     "task completed"
                 ),
@@ -234,7 +234,7 @@ impl Worker {
                 match r {
                     Ok(state) => tracing::warn!(
                         target: "service",
-                        job, task, permanent, job_state = ?state,
+                        job = %job, task, permanent, job_state = ?state,
                         "task failed: {reason}"
                     ),
                     Err(e) => self.refused("fail", lease, &e),
@@ -243,18 +243,18 @@ impl Worker {
             Ran::Lost(Lost::Queue(e)) => match e {
                 QueueError::Finished { state, .. } => tracing::info!(
                     target: "service",
-                    job, task, job_state = ?state,
+                    job = %job, task, job_state = ?state,
                     "task aborted: the job is {state:?}"
                 ),
                 e => tracing::warn!(
                     target: "service",
-                    job, task,
+                    job = %job, task,
                     "task aborted, lease lost (another worker has the task): {e}"
                 ),
             },
             Ran::Lost(Lost::Stopped) => match self.queue.fail(lease, "worker stopped") {
                 Ok(_) => {
-                    tracing::info!(target: "service", job, task, "task aborted: worker stopped")
+                    tracing::info!(target: "service", job = %job, task, "task aborted: worker stopped")
                 }
                 Err(e) => self.refused("fail", lease, &e),
             },
@@ -267,15 +267,15 @@ impl Worker {
         match e {
             QueueError::Stale { .. } => tracing::warn!(
                 target: "service",
-                job, task, attempt = lease.attempt,
+                job = %job, task, attempt = lease.attempt,
                 "{call} refused, result dropped (a newer attempt owns the task): {e}"
             ),
             QueueError::Finished { .. } => {
-                tracing::info!(target: "service", job, task, "{call} refused, result dropped: {e}")
+                tracing::info!(target: "service", job = %job, task, "{call} refused, result dropped: {e}")
             }
             e => tracing::error!(
                 target: "service",
-                job, task,
+                job = %job, task,
                 "{call} failed (the lease will expire and the task be retried): {e}"
             ),
         }
