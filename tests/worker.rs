@@ -12,6 +12,13 @@
 //!   directory is gone), nothing is published, the worker goes on; SIGTERM stops it cleanly.
 //! - Bad input: a non-media source fails the job at the first attempt with the packager's one
 //!   line, which names the file; nothing is published.
+//! - SIGTERM: the worker aborts its running shard, fails the attempt as "worker stopped" (the
+//!   task is claimable at once, not after its lease) and exits 0; another worker finishes.
+//! - A paused worker (SIGSTOP past its lease) whose task was reclaimed aborts when resumed (its
+//!   renewal is refused as stale) and completes nothing; the task completes once.
+//!
+//! Plans use 2 s segments and 4 s shards; the crash, cancel, SIGTERM and pause tests use a slow
+//! x264 preset so that a shard encodes for a few seconds.
 
 mod common;
 
@@ -218,7 +225,7 @@ fn temporaries(out: &Path) -> Vec<String> {
 }
 
 /// A video shard of `job` (stage 1, not the audio task) leased to a worker whose temporary
-/// directory exists: the task is encoding. Returns (queue task index, plan index, worker id).
+/// directory exists, less than half done: the task is encoding, and will be for a while. Returns (queue task index, plan index, worker id).
 fn encoding_shard(st: &Setup, id: &str, audio_plan_index: usize) -> Option<(u32, usize, String)> {
     let job = st.job(id);
     let out = st.out(id);
@@ -226,7 +233,12 @@ fn encoding_shard(st: &Setup, id: &str, audio_plan_index: usize) -> Option<(u32,
     job.tasks.iter().find_map(|t| {
         // Queue task 1 + i is plan task i (the plan task is queue task 0).
         let plan_index = (t.index as usize).checked_sub(1)?;
-        if t.stage != 1 || t.state != TaskState::Leased || plan_index == audio_plan_index {
+        // Less than half done as last renewed (every 500 ms): well before its end.
+        if t.stage != 1
+            || t.state != TaskState::Leased
+            || plan_index == audio_plan_index
+            || t.progress >= 0.5
+        {
             return None;
         }
         let worker = t.worker.clone()?;
@@ -506,4 +518,113 @@ fn non_media_source_fails_the_job_at_once_with_the_packagers_reason() {
     assert_eq!(st.claims("v4", 0), 1);
     assert!(!out.exists());
     assert!(staging_beside(&out).is_empty());
+}
+
+/// Waits up to `secs` for `w` to exit; its status.
+fn wait_exit(w: &mut WorkerProc, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "abr worker did not exit within {secs} s\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_aborts_the_running_shard_and_fails_its_attempt_for_another_worker() {
+    let src = fixture("360p25-mono", 24);
+    let mut st = Setup::new("sigterm");
+    let out = st.enqueue("v5", &src);
+    let l = ladder(st.dir.path(), "slow");
+    st.start_worker(&l, &[]);
+    let audio = audio_index(&st, "v5");
+    let mut found = None;
+    poll(
+        300,
+        "no shard was seen encoding",
+        || {
+            found = encoding_shard(&st, "v5", audio);
+            found.is_some()
+        },
+        || format!("{:#?}\n{}", st.job("v5"), st.logs()),
+    );
+    let (task, _, _) = found.unwrap();
+    let t0 = Instant::now();
+    st.workers[0].signal(libc::SIGTERM);
+    let status = wait_exit(&mut st.workers[0], 10);
+    eprintln!("SIGTERM → worker exited in {:?}", t0.elapsed());
+    assert!(status.success(), "{status:?}\n{}", st.logs());
+    assert!(temporaries(&out).is_empty(), "{:?}", temporaries(&out));
+    // The attempt failed as "worker stopped" (not left to its 30 s lease): claimable again.
+    let t = st.job("v5").tasks[task as usize].clone();
+    assert_eq!(
+        (t.state, t.attempt, t.error.as_deref()),
+        (TaskState::Pending, 1, Some("worker stopped")),
+        "{t:?}"
+    );
+    assert!(!out.exists());
+    // Another worker finishes the job.
+    st.start_worker(&l, &["--workers", "2"]);
+    let job = st.wait_final("v5", 600);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", st.logs());
+    assert_eq!(job.tasks[task as usize].attempt, 2);
+    assert_published_once(&st, "v5", &src);
+}
+
+#[test]
+fn a_paused_worker_whose_lease_was_reclaimed_aborts_and_drops_its_result() {
+    let src = fixture("360p25-mono", 24);
+    let mut st = Setup::new("paused");
+    st.enqueue("v6", &src);
+    let l = ladder(st.dir.path(), "slow");
+    st.start_worker(&l, &["--lease-seconds", "3"]);
+    st.start_worker(&l, &["--lease-seconds", "3"]);
+    let audio = audio_index(&st, "v6");
+    let mut found = None;
+    poll(
+        300,
+        "no shard was seen encoding",
+        || {
+            found = encoding_shard(&st, "v6", audio);
+            found.is_some()
+        },
+        || format!("{:#?}\n{}", st.job("v6"), st.logs()),
+    );
+    let (task, _, worker) = found.unwrap();
+    let pid = pid_of(&worker);
+    let paused = st.workers.iter().position(|w| w.pid() == pid).unwrap();
+    let attempt = st.job("v6").tasks[task as usize].attempt;
+    // Paused past its lease (a hung NFS mount, a stopped VM): the other worker reclaims it.
+    st.workers[paused].signal(libc::SIGSTOP);
+    poll(
+        300,
+        "the paused worker's task was not reclaimed",
+        || st.job("v6").tasks[task as usize].attempt > attempt,
+        || format!("{:#?}\n{}", st.job("v6"), st.logs()),
+    );
+    st.workers[paused].signal(libc::SIGCONT);
+    // Its next renewal is refused as stale: it aborts and completes nothing.
+    poll(
+        10,
+        "the resumed worker did not abort on its stale lease",
+        || st.workers[paused].log().contains("lease lost"),
+        || st.logs(),
+    );
+    let job = st.wait_final("v6", 600);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", st.logs());
+    let ev = st.queue.events(0, 100_000).unwrap();
+    let completions: Vec<_> = ev
+        .iter()
+        .filter(|e| e.job == "v6" && e.task == Some(task) && e.kind == EventKind::Completed)
+        .collect();
+    assert_eq!(completions.len(), 1, "{completions:#?}");
+    assert!(completions[0].attempt > Some(attempt));
+    assert_ne!(completions[0].detail.as_deref(), Some(worker.as_str()));
+    assert_published_once(&st, "v6", &src);
 }
