@@ -186,7 +186,23 @@ impl Worker {
         while !stop.load(Ordering::Relaxed) {
             match self.queue.claim(&self.id) {
                 Ok(Some(lease)) => {
-                    self.run_lease(&lease, stop);
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.run_lease(&lease, stop)
+                    }));
+                    if let Err(p) = run {
+                        // A bug, not the input's fault: retried like any failure, and this
+                        // worker goes on.
+                        let what = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        let reason = format!("worker panicked: {what}");
+                        tracing::error!(target: "service", job = %lease.job, task = lease.task, "{reason}");
+                        if let Err(e) = self.queue.fail(&lease, &reason) {
+                            self.refused("fail", &lease, &e);
+                        }
+                    }
                     self.wake.notify();
                 }
                 Ok(None) => self.wake.wait(self.settings.idle_poll),
