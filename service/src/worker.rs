@@ -265,7 +265,7 @@ impl Worker {
                 e => tracing::warn!(
                     target: "service",
                     job = %job, task,
-                    "task aborted, lease lost (another worker has the task): {e}"
+                    "task aborted, lease lost (reclaimed by another worker, or unrenewable past its deadline): {e}"
                 ),
             },
             Ran::Lost(Lost::Stopped) => match self.queue.fail(lease, "worker stopped") {
