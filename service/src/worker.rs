@@ -507,14 +507,29 @@ fn assemble_job(job: &VideoJob) -> Result<Vec<NewTask>, WorkerError> {
         return Ok(Vec::new());
     }
     let plan = Plan::load(&work)?;
-    let (out, info) = assemble(
+    let assembled = assemble(
         &work,
         &plan,
         AssembleOptions {
             keep_work: false,
             force: false,
         },
-    )?;
+    );
+    let (out, info) = match assembled {
+        Ok(a) => a,
+        // Another attempt (whose lease expired while it assembled) published first: not an
+        // input error, and the package is there.
+        Err(packager::PackageError::OutputExists(out)) => {
+            tracing::warn!(
+                target: "service",
+                job = %job.video,
+                out = %out.display(),
+                "another attempt published the package first: completing"
+            );
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(
         target: "service",
         job = %job.video,
