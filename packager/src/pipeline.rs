@@ -76,15 +76,21 @@ pub fn encode_shard(
     let total = shard.end_frame - shard.start_frame;
     let (decoded, outputs) = thread::scope(|s| {
         s.spawn(|| {
-            // Progress of the slowest rung, until the workers are done.
+            // Progress of the slowest rung, until the workers are done; an abort reaches the
+            // rung workers from here at once (they stop at their next frame and drop their
+            // queues, so a decoder blocked on a full queue stops too), not only when the
+            // decoder next checks it.
             while !stop.load(Ordering::Relaxed) {
+                if abort.load(Ordering::Relaxed) {
+                    quit.store(true, Ordering::Relaxed);
+                }
                 let done = counters
                     .iter()
                     .map(|c| c.load(Ordering::Relaxed))
                     .min()
                     .unwrap_or(0);
                 progress.store(done.min(total), Ordering::Relaxed);
-                thread::sleep(std::time::Duration::from_millis(100));
+                thread::sleep(std::time::Duration::from_millis(50));
             }
         });
         let r = decode_range(plan, shard, &txs, abort);
