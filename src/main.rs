@@ -39,6 +39,8 @@ enum Command {
     Sign(cmds::sign::Args),
     /// Follow playback events of a cluster (its Redis) and show live viewers per package.
     Monitor(cmds::monitor::Args),
+    /// Run packaging workers on the job queue of --data-dir until SIGTERM/SIGINT.
+    Worker(cmds::worker::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,5 +92,6 @@ fn run(cmd: Command, log: &str) -> Result<()> {
         Command::Serve(a) => cmds::serve::run(a, log, init_logs),
         Command::Monitor(a) => cmds::monitor::run(a),
         Command::Sign(a) => cmds::sign::run(a),
+        Command::Worker(a) => cmds::worker::run(a),
     }
 }

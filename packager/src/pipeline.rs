@@ -48,6 +48,7 @@ pub fn encode_shard(
     let mut txs = Vec::new();
     let mut counters = Vec::new();
     let mut workers = Vec::new();
+    let quit = Arc::new(AtomicBool::new(false));
     for rung in &plan.rungs {
         let (tx, rx) = bounded::<FrameMsg>(FRAME_QUEUE);
         let counter = Arc::new(AtomicU64::new(0));
@@ -61,6 +62,7 @@ pub fn encode_shard(
             dash: plan.formats.dash,
             frames: (shard.start_frame, shard.end_frame),
             progress: counter.clone(),
+            quit: quit.clone(),
         };
         let h = thread::Builder::new()
             .name(format!("rung-{}", rung.name))
@@ -74,18 +76,28 @@ pub fn encode_shard(
     let total = shard.end_frame - shard.start_frame;
     let (decoded, outputs) = thread::scope(|s| {
         s.spawn(|| {
-            // Progress of the slowest rung, until the workers are done.
+            // Progress of the slowest rung, until the workers are done; an abort reaches the
+            // rung workers from here at once (they stop at their next frame and drop their
+            // queues, so a decoder blocked on a full queue stops too), not only when the
+            // decoder next checks it.
             while !stop.load(Ordering::Relaxed) {
+                if abort.load(Ordering::Relaxed) {
+                    quit.store(true, Ordering::Relaxed);
+                }
                 let done = counters
                     .iter()
                     .map(|c| c.load(Ordering::Relaxed))
                     .min()
                     .unwrap_or(0);
                 progress.store(done.min(total), Ordering::Relaxed);
-                thread::sleep(std::time::Duration::from_millis(100));
+                thread::sleep(std::time::Duration::from_millis(50));
             }
         });
         let r = decode_range(plan, shard, &txs, abort);
+        if r.is_err() {
+            // Nobody will use the rungs' output: stop them without flushing their encoders.
+            quit.store(true, Ordering::Relaxed);
+        }
         drop(std::mem::take(&mut txs));
         let outputs: Vec<Result<RungOutput>> = workers
             .into_iter()

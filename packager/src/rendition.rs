@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -70,6 +70,9 @@ pub struct RungJob {
     pub frames: (u64, u64),
     /// Frames encoded so far (progress).
     pub progress: Arc<AtomicU64>,
+    /// Set when the shard is abandoned (aborted, or its decoder failed): the worker stops at
+    /// the next frame instead of encoding what is queued and flushing the encoder's lookahead.
+    pub quit: Arc<AtomicBool>,
 }
 
 /// What a video worker wrote: its record and its files (relative to the task directory).
@@ -130,6 +133,9 @@ pub fn run_rung(job: RungJob, rx: Receiver<FrameMsg>) -> Result<RungOutput> {
     };
     let mut pkts = Vec::new();
     for msg in rx {
+        if w.job.quit.load(Ordering::Relaxed) {
+            return Err(PackageError::Aborted);
+        }
         let RungWorker { enc, .. } = &mut w;
         enc.encode(&msg.frame, msg.index, msg.idr, |p| {
             pkts.push(p);
@@ -139,6 +145,9 @@ pub fn run_rung(job: RungJob, rx: Receiver<FrameMsg>) -> Result<RungOutput> {
         for p in pkts.drain(..) {
             w.on_video(p)?;
         }
+    }
+    if w.job.quit.load(Ordering::Relaxed) {
+        return Err(PackageError::Aborted);
     }
     w.finish()
 }

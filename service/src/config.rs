@@ -58,6 +58,16 @@ pub struct Config {
         hide_env_values = true
     )]
     pub upload_tokens: Vec<String>,
+    /// Packaging workers run in-process by `abr serve --ingest` (`service::worker::spawn_pool`).
+    #[arg(long, env = "ABR_JOB_WORKERS")]
+    pub job_workers: usize,
+    /// Lease of a claimed packaging task, seconds: a worker that stops renewing loses the task
+    /// to another after this long.
+    #[arg(long = "job-lease", env = "ABR_JOB_LEASE")]
+    pub job_lease_s: u64,
+    /// Attempts of a packaging task before its job fails.
+    #[arg(long, env = "ABR_JOB_MAX_ATTEMPTS")]
+    pub job_max_attempts: u32,
 }
 
 impl Default for Config {
@@ -75,6 +85,9 @@ impl Default for Config {
             upload_max_size: 64 << 30,
             upload_expiration_s: 86_400,
             upload_tokens: Vec::new(),
+            job_workers: 1,
+            job_lease_s: 30,
+            job_max_attempts: 3,
         }
     }
 }
@@ -110,7 +123,26 @@ impl Config {
         for t in &self.upload_tokens {
             crate::uploads::auth::Token::parse(t).map_err(ServiceError::Config)?;
         }
+        if self.job_workers == 0 || self.job_lease_s == 0 || self.job_max_attempts == 0 {
+            return bad("job_workers, job_lease_s and job_max_attempts must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// The job queue's settings and the packaging workers' (default plan options).
+    pub fn job_settings(&self) -> (crate::queue::Settings, crate::worker::Settings) {
+        let lease = std::time::Duration::from_secs(self.job_lease_s);
+        (
+            crate::queue::Settings {
+                lease,
+                max_attempts: self.job_max_attempts,
+                ..crate::queue::Settings::default()
+            },
+            crate::worker::Settings {
+                lease,
+                ..crate::worker::Settings::default()
+            },
+        )
     }
 }
 
@@ -148,6 +180,7 @@ mod tests {
             },
             Config {
                 upload_tokens: vec!["alice:nothex".into()],
+                job_lease_s: 0,
                 ..Config::default()
             },
         ];

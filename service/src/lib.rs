@@ -1,7 +1,8 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
 //! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
-//! monitor`, the durable job [`queue`] (embedded SQLite backend), and resumable [`uploads`]
-//! (tus 1.0) that enqueue a packaging [`jobs::VideoJob`] when complete.
+//! monitor`, the durable job [`queue`] (embedded SQLite backend), resumable [`uploads`] (tus 1.0)
+//! that enqueue a packaging [`jobs::VideoJob`] when complete, and the packaging [`worker`]s that
+//! run those jobs.
 //!
 //! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
 //! cluster-wide rate limit of package files when Redis is configured. The origin never imports
@@ -17,13 +18,14 @@ pub mod session;
 pub mod store;
 pub mod uploads;
 pub mod viewer;
+pub mod worker;
 
 use std::sync::Arc;
 
 use actix_web::web;
 
 pub use config::Config;
-pub use error::ServiceError;
+pub use error::{ServiceError, WorkerError};
 
 /// The routes and the shared rate limit `abr serve` adds to `origin`, with their background
 /// tasks started (call on the server's runtime: [`origin::run`] calls its `extend` there).
@@ -31,12 +33,20 @@ pub fn extension(
     config: Config,
     origin: &origin::State,
 ) -> Result<origin::Extension, ServiceError> {
-    let uploads = if config.ingest {
+    // With ingest: the uploads and `job_workers` packaging workers on their queue. The pool
+    // lives as long as the routes (the configure hook holds it); at exit a running task's lease
+    // simply passes and another worker (or this one after a restart) takes it.
+    let (uploads, pool) = if config.ingest {
         let u = uploads::Uploads::open(&config, origin)?;
         u.spawn_tasks();
-        Some(web::Data::from(u))
+        let pool = worker::spawn_pool(u.queue(), config.job_workers, config.job_settings().1)
+            .map_err(|e| {
+                ServiceError::Uploads(format!("cannot start the packaging workers: {e}"))
+            })?;
+        tracing::info!(target: "service", workers = ?pool.ids(), "packaging workers started");
+        (Some(web::Data::from(u)), Some(Arc::new(pool)))
     } else {
-        None
+        (None, None)
     };
     let viewers = Arc::new(viewer::Viewers::new(config, origin)?);
     viewers.spawn_tasks();
@@ -48,6 +58,7 @@ pub fn extension(
     Ok(origin::Extension {
         prefixes: vec!["/api/"],
         configure: Some(Arc::new(move |cfg| {
+            let _workers = &pool;
             // The uploads' scope first: it is more specific than the viewer API's `/api/v1`.
             if let Some(u) = &uploads {
                 uploads::configure(cfg, u.clone());

@@ -67,6 +67,7 @@ behaviour_suite!(
         expired_lease_is_reclaimed_and_the_stale_attempt_fenced,
         renewal_keeps_the_lease_and_records_progress,
         failures_retry_with_backoff_then_fail_the_job,
+        permanent_failure_fails_the_job_at_once,
         expired_last_attempt_fails_the_job,
         cancel_stops_claims_and_tells_workers,
         completion_is_accepted_once,
@@ -355,6 +356,41 @@ mod behaviour {
         let k = kinds(q, "j");
         assert_eq!(k.iter().filter(|k| **k == EventKind::Retrying).count(), 2);
         assert!(k.ends_with(&[EventKind::TaskFailed, EventKind::JobFailed]));
+    }
+
+    /// A failure no retry can fix fails the task and its job at the first attempt; a stale
+    /// attempt cannot fail the job that way.
+    pub fn permanent_failure_fails_the_job_at_once(h: &Harness) {
+        let q = h.open();
+        let q = q.as_ref();
+        q.enqueue(&job("j", 2)).unwrap();
+        let other = claim(q, "w2");
+        let l = claim(q, "w1");
+        assert_eq!((l.task, l.attempt), (1, 1));
+        h.clock.advance(Duration::from_secs(11));
+        q.expire_leases().unwrap();
+        let again = claim(q, "w3");
+        assert_eq!((again.task, again.attempt), (0, 2));
+        assert_stale(q.fail_permanently(&other, "late"), 2);
+        let l = claim(q, "w1");
+        assert_eq!((l.task, l.attempt), (1, 2));
+        let state = q
+            .fail_permanently(&l, "input /x.mp4 is not a media file")
+            .unwrap();
+        assert_eq!(state, JobState::Failed);
+        let info = q.job("j").unwrap().unwrap();
+        assert_eq!(info.state, JobState::Failed);
+        let reason = info.reason.unwrap();
+        assert!(
+            reason.contains("task 1") && reason.contains("input /x.mp4 is not a media file"),
+            "{reason}"
+        );
+        assert_eq!(info.tasks[1].state, TaskState::Failed);
+        assert_eq!(info.tasks[0].state, TaskState::Cancelled);
+        assert_finished(q.complete(&again, &[]), JobState::Failed);
+        let k = kinds(q, "j");
+        assert!(k.ends_with(&[EventKind::TaskFailed, EventKind::JobFailed]));
+        assert!(!k.contains(&EventKind::Retrying));
     }
 
     /// A worker that dies at every attempt uses them up as well: the job fails, naming it.

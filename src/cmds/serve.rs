@@ -213,6 +213,10 @@ mod tests {
             )
         );
         assert_eq!(
+            (s.job_workers, s.job_lease_s, s.job_max_attempts),
+            (d.job_workers, d.job_lease_s, d.job_max_attempts)
+        );
+        assert_eq!(
             (
                 s.ingest,
                 s.data_dir,

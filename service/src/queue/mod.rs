@@ -12,6 +12,7 @@
 //!   cannot overwrite its successor's result.
 //! - **Retries.** A failed or expired attempt makes the task claimable again after a delay,
 //!   until `max_attempts` attempts ran; then the task fails and its job fails with the reason.
+//!   A permanent failure ([`Queue::fail_permanently`]: bad input) fails the job at once.
 //! - **Cancel.** A cancelled job's tasks are never claimed again; its leased workers learn it at
 //!   their next renew ([`QueueError::Finished`]).
 //! - **Events.** Every transition is an [`Event`] with a sequence number, for status pages,
@@ -315,6 +316,11 @@ pub trait Queue: Send + Sync {
     /// Records a failed attempt: the task is retried, or, at its last attempt, fails and
     /// fails its job with `reason`. Refused when the attempt is stale or the job is over.
     fn fail(&self, lease: &Lease, reason: &str) -> Result<JobState, QueueError>;
+
+    /// Records a failed attempt that no retry can fix (e.g. the input is not media): the task
+    /// fails at once, whatever attempt it is, and fails its job with `reason`. Refused as
+    /// [`Queue::fail`] is.
+    fn fail_permanently(&self, lease: &Lease, reason: &str) -> Result<JobState, QueueError>;
 
     /// Cancels a job that is not over; its tasks are never claimed again. Returns whether it
     /// was cancelled now (false when it was already over).

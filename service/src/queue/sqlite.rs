@@ -404,6 +404,25 @@ impl SqliteQueue {
         why: &str,
         now: u64,
     ) -> Result<(), QueueError> {
+        let reason = format!(
+            "task {idx} failed {attempt} of {} attempts: {why}",
+            self.settings.max_attempts
+        );
+        self.fail_task_and_job(tx, job, idx, attempt, why, &reason, now)
+    }
+
+    /// Task `idx` fails at `attempt` with `why`, and its job with `reason`.
+    #[allow(clippy::too_many_arguments)]
+    fn fail_task_and_job(
+        &self,
+        tx: &Transaction,
+        job: &str,
+        idx: u32,
+        attempt: u32,
+        why: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<(), QueueError> {
         tx.execute(
             "UPDATE tasks SET state = 'failed', error = ?3 WHERE job = ?1 AND idx = ?2",
             params![job, idx, why],
@@ -414,12 +433,8 @@ impl SqliteQueue {
             Ev::task(job, idx, attempt, EventKind::TaskFailed, why),
             now,
         )?;
-        let reason = format!(
-            "task {idx} failed {attempt} of {} attempts: {why}",
-            self.settings.max_attempts
-        );
         tracing::warn!(target: "service", job, task = idx, attempt, "job failed: {why}");
-        end_job(tx, job, JobState::Failed, Some(&reason), now)
+        end_job(tx, job, JobState::Failed, Some(reason), now)
     }
 
     fn add_tasks(
@@ -662,6 +677,28 @@ impl Queue for SqliteQueue {
             )?;
             tracing::info!(target: "service", job = %lease.job, task = lease.task, attempt = lease.attempt, "attempt failed, task will be retried: {reason}");
             Self::job_state_of(tx, &lease.job)
+        })
+    }
+
+    fn fail_permanently(&self, lease: &Lease, reason: &str) -> Result<JobState, QueueError> {
+        let why = clip(reason);
+        let what = || format!("fail job {} task {}", lease.job, lease.task);
+        self.tx(what, |tx, now| {
+            self.fence(tx, lease)?;
+            let reason = format!(
+                "task {} failed permanently at attempt {}: {why}",
+                lease.task, lease.attempt
+            );
+            self.fail_task_and_job(
+                tx,
+                &lease.job,
+                lease.task,
+                lease.attempt,
+                why,
+                clip(&reason),
+                now,
+            )?;
+            Ok(JobState::Failed)
         })
     }
 

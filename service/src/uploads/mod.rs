@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::error::ServiceError;
 use crate::jobs::{new_job, VideoJob};
 use crate::metrics::UploadMetrics;
-use crate::queue::{Queue, Settings, SqliteQueue, SystemClock};
+use crate::queue::{Queue, SqliteQueue, SystemClock};
 use auth::Tokens;
 use lock::Locker;
 use store::{Info, Store, UploadState};
@@ -175,7 +175,7 @@ impl Uploads {
             .map_err(|e| bad(format!("cannot open {}/uploads: {e}", data_dir.display())))?;
         let queue = SqliteQueue::open(
             &data_dir.join("queue.sqlite3"),
-            Settings::default(),
+            config.job_settings().0,
             Arc::new(SystemClock),
         )
         .map_err(|e| bad(e.to_string()))?;
@@ -225,6 +225,12 @@ impl Uploads {
             "ingest ready"
         );
         Ok(up)
+    }
+
+    /// The job queue the uploads enqueue into (`data_dir/queue.sqlite3`), for the in-process
+    /// packaging workers.
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        self.queue.clone()
     }
 
     /// The sweeper of expired uploads (call on the server's runtime).
