@@ -1,12 +1,13 @@
 //! The video service end to end on one box: a tus upload of a generated fixture becomes, through
 //! the packaging workers inside `abr serve --ingest`, a package that hls.js and dash.js play from
-//! the same server (issue 13, acceptance 2, single box).
+//! the same server, also through its `/play/<principal>/<name>` page (issue 13, acceptance 2,
+//! single box).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::origin::{assert_plays, sha256sum};
+use common::origin::{assert_plays, node_json, sha256sum};
 use common::uploads::{token_spec, Ingest};
 use service::queue::{JobState, Queue};
 
@@ -80,5 +81,18 @@ fn an_upload_becomes_a_package_that_hls_js_and_dash_js_play() {
             "{player}: played {} s, {}/{} renditions",
             v["played"], v["renditionsVisited"], v["renditionsTotal"]
         );
+        // The origin's own player page of the nested package.
+        let page = server.url("/play/alice/holiday");
+        let (st, v, stderr) = node_json("playpage.mjs", &["--url", &page, "--player", player]);
+        assert!(
+            st.success() && v["ok"] == true,
+            "{player} page failed: {v}\n{stderr}"
+        );
+        assert!(
+            v["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
+            "{player}: {v}"
+        );
+        assert_eq!(v["pageErrors"], serde_json::json!([]), "{player}: {v}");
+        assert_eq!(v["httpErrors"], serde_json::json!([]), "{player}: {v}");
     }
 }

@@ -64,7 +64,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/debug/pprof/profile", web::get().to(profile))
         // Scopes: a package path is told apart by a static prefix, not a pattern match.
-        .service(web::scope("/play").route("/{name}", web::get().to(play_page)))
+        .service(web::scope("/play").route("/{name:.+}", web::get().to(play_page)))
         .service(web::scope("/_player").route("/{file}", web::get().to(player_asset)))
         .default_service(web::to(package_file_route));
 }
@@ -142,16 +142,54 @@ async fn profile(
 
 const PLAYER_PAGE: &str = include_str!("player.html");
 
+/// `/play/<package>`: the player page of a package, which may be nested (`/play/alice/holiday`
+/// for the package `ROOT/alice/holiday`, as the video service publishes them).
 async fn play_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let name = req.match_info().get("name").unwrap_or("");
-    let ok = files::segments(&format!("/{name}")).is_ok() && state.root.path().join(name).is_dir();
-    if !ok {
+    let raw = req.match_info().get("name").unwrap_or("");
+    let name = match files::segments(&format!("/{raw}")) {
+        Ok(segs) if !segs.is_empty() => segs.join("/"),
+        // The package-file handler's answer to a bad path (400 for a traversal).
+        _ => return package_file(&req, &state).await,
+    };
+    if !state.root.path().join(&name).is_dir() {
+        // Not a package: a file of a package named `play` (`/play/hls/master.m3u8`), or 404.
+        if name.contains('/') {
+            return package_file(&req, &state).await;
+        }
         return text(StatusCode::NOT_FOUND, "no such package\n");
     }
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(PLAYER_PAGE.replace("{{PACKAGE}}", name))
+        .body(player_page(&name))
+}
+
+/// The player page of package `name`: the name HTML-escaped in the text, a JSON string (with
+/// `<` escaped, so it cannot end the script) in the script.
+fn player_page(name: &str) -> String {
+    let html = name
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    // A JS string literal: every character that could end it, the script or the line escaped.
+    let mut js = String::with_capacity(name.len() + 2);
+    js.push('"');
+    for c in name.chars() {
+        match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '/' | '.' | '_' | '-' | ' ' => js.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    js.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+    }
+    js.push('"');
+    PLAYER_PAGE
+        .replace("{{PACKAGE_JS}}", &js)
+        .replace("{{PACKAGE}}", &html)
 }
 
 async fn player_asset(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
@@ -728,6 +766,34 @@ mod tests {
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         let res = test::call_service(&app, get("/play/../etc/passwd")).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// The player page of a nested package (the video service's `ROOT/<principal>/<name>`);
+    /// names are escaped in the page; a missing one is 404.
+    #[actix_web::test]
+    async fn player_page_of_a_nested_package() {
+        let t = root_with("alice/holiday");
+        let config = crate::config::Config {
+            root: t.path().to_path_buf(),
+            ..Default::default()
+        };
+        let app = app(State::new(config).unwrap()).await;
+        let get = |p: &'static str| test::TestRequest::get().uri(p).to_request();
+        let res = test::call_service(&app, get("/play/alice/holiday")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = test::read_body(res).await;
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(r#"const pkg = "alice/holiday";"#), "{body}");
+        for p in ["/play/alice/nothing", "/play/nothing", "/play/alice/../x"] {
+            let res = test::call_service(&app, get(p)).await;
+            assert!(res.status().is_client_error(), "{p}: {}", res.status());
+        }
+        let page = player_page("a\"</script><b>&");
+        assert!(page.contains(r#"const pkg = "a\u0022\u003c/script\u003e\u003cb\u003e\u0026";"#));
+        assert!(
+            page.contains("<h1>a&quot;&lt;/script&gt;&lt;b&gt;&amp;</h1>"),
+            "{page}"
+        );
     }
 
     /// The extension's shared limit decides while it answers; when it cannot (None) the node's

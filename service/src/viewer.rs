@@ -198,8 +198,11 @@ fn viewer(req: &HttpRequest, state: &Viewers) -> Result<String, Box<HttpResponse
 }
 
 /// Whether `name` is an existing package under the origin's ROOT.
+/// Whether `name` is a package under ROOT: one directory (`movie`) or a nested one
+/// (`alice/holiday`, as the video service publishes them; `alice%2Fholiday` in a path segment),
+/// with the origin's path rules (no traversal, no hidden names).
 fn package_exists(origin: &Origin, name: &str) -> bool {
-    origin::files::segments(&format!("/{name}")).is_ok_and(|s| s.len() == 1)
+    origin::files::segments(&format!("/{name}")).is_ok_and(|s| !s.is_empty() && s.join("/") == name)
         && origin.root.path().join(name).is_dir()
 }
 
