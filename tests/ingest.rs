@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::origin::{assert_plays, node_json, sha256sum};
 use common::uploads::{token_spec, Ingest};
-use service::queue::{JobState, Queue};
+use service::queue::{EventKind, JobInfo, JobState, Queue, SqliteQueue, TaskState};
 
 #[test]
 fn an_upload_becomes_a_package_that_hls_js_and_dash_js_play() {
@@ -95,4 +95,119 @@ fn an_upload_becomes_a_package_that_hls_js_and_dash_js_play() {
         assert_eq!(v["pageErrors"], serde_json::json!([]), "{player}: {v}");
         assert_eq!(v["httpErrors"], serde_json::json!([]), "{player}: {v}");
     }
+}
+
+/// Uploads `src` for `alice` as `name` in one PATCH; returns the upload (= job) id.
+fn upload(ing: &Ingest, src: &std::path::Path, name: &str) -> String {
+    let bytes = std::fs::read(src).unwrap();
+    let loc = ing.created("tok-a", bytes.len() as u64, name);
+    let r = ing.patch(&loc, "tok-a", 0, &bytes, &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    loc.rsplit('/').next().unwrap().to_string()
+}
+
+/// Polls job `id` until `cond` holds (panics after `secs`).
+fn wait_job(
+    q: &SqliteQueue,
+    id: &str,
+    secs: u64,
+    what: &str,
+    cond: impl Fn(&JobInfo) -> bool,
+) -> JobInfo {
+    let t0 = Instant::now();
+    loop {
+        let j = q.job(id).unwrap().expect("job exists");
+        if cond(&j) {
+            return j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what}: not after {secs} s: {j:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A leased video shard that has made progress.
+fn encoding(j: &JobInfo) -> bool {
+    j.tasks
+        .iter()
+        .any(|t| t.stage == 1 && t.state == TaskState::Leased && t.progress > 0.0)
+}
+
+/// The single box survives its own stops: a SIGTERM mid-shard hands the shard back at once (its
+/// attempt fails as "worker stopped", the server exits); a SIGKILL mid-shard leaves the lease to
+/// pass; after each restart the job goes on, and ends with one published package.
+#[test]
+fn the_job_survives_a_sigterm_and_a_sigkill_of_the_single_box() {
+    let src = common::fixture("1080p30", 13);
+    // A short lease: after the SIGKILL the restarted server's worker reclaims the shard soon.
+    let mut ing = Ingest::start(&[token_spec("alice", "tok-a", "")], &["--job-lease", "3"]);
+    let id = upload(&ing, &src, "trip");
+    let q = ing.queue();
+
+    wait_job(&q, &id, 300, "a shard encoding", encoding);
+    let pid = ing.server().child.id() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let st = ing.server().wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "abr serve after SIGTERM: {st:?}"
+    );
+    ing.server = None;
+    let j = q.job(&id).unwrap().unwrap();
+    let handed_back = j
+        .tasks
+        .iter()
+        .find(|t| t.stage == 1 && t.error.as_deref() == Some("worker stopped"));
+    assert!(
+        handed_back.is_some_and(|t| t.state == TaskState::Pending),
+        "no shard handed back as \"worker stopped\": {j:?}"
+    );
+
+    ing.restart();
+    wait_job(&q, &id, 300, "a shard encoding again", encoding);
+    ing.kill();
+    ing.restart();
+    let j = wait_job(&q, &id, 900, "the job's end", |j| j.state.is_final());
+    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    // The plan ran once: its finished task was never claimed again.
+    let plan_claims = q
+        .events(0, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.job == id && e.task == Some(0) && e.kind == EventKind::Claimed)
+        .count();
+    assert_eq!(plan_claims, 1, "the plan task was claimed again");
+    let pkg = ing.root.join("alice").join("trip");
+    assert!(pkg.join("hls/master.m3u8").is_file());
+    let names: Vec<_> = std::fs::read_dir(ing.root.join("alice"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["trip"], "one package, nothing else");
+    let o = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(
+            ing.server
+                .as_ref()
+                .unwrap()
+                .url("/alice/trip/hls/master.m3u8"),
+        )
+        .output()
+        .unwrap();
+    let d: f64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    assert!((d - 13.0).abs() < 0.2, "ffprobe duration {d}: {o:?}");
 }

@@ -44,6 +44,26 @@ pub fn extension(
                 ServiceError::Uploads(format!("cannot start the packaging workers: {e}"))
             })?;
         tracing::info!(target: "service", workers = ?pool.ids(), "packaging workers started");
+        // At the server's SIGTERM/SIGINT (it drains meanwhile), running shards are aborted and
+        // their attempts failed as "worker stopped", so another worker or the next start takes
+        // them at once instead of after the lease.
+        let stopper = pool.stopper();
+        actix_web::rt::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::warn!(target: "service", "cannot watch signals: packaging workers stop only with the process");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!(target: "service", "stopping the packaging workers");
+            stopper.stop();
+        });
         (Some(web::Data::from(u)), Some(Arc::new(pool)))
     } else {
         (None, None)
