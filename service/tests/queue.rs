@@ -632,3 +632,47 @@ fn kill_9_child() {
         q.complete(&l, &[]).unwrap();
     }
 }
+
+/// SQLite: a schema-1 file (before `Queue::retry`) is upgraded in place when opened: its jobs
+/// are kept and can be claimed, failed, retried.
+#[test]
+fn sqlite_upgrades_schema_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                 payload TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,
+                 created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+             CREATE TABLE tasks (job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                 idx INTEGER NOT NULL, stage INTEGER NOT NULL, payload TEXT NOT NULL,
+                 state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, worker TEXT,
+                 lease_until_ms INTEGER, available_ms INTEGER NOT NULL,
+                 progress REAL NOT NULL DEFAULT 0, error TEXT, PRIMARY KEY (job, idx));
+             CREATE INDEX tasks_by_state ON tasks(state, available_ms);
+             CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+                 task INTEGER, attempt INTEGER, kind TEXT NOT NULL, detail TEXT,
+                 at_ms INTEGER NOT NULL);
+             INSERT INTO jobs (id, payload, state, created_ms, updated_ms)
+                 VALUES ('old', '{}', 'queued', 1, 1);
+             INSERT INTO tasks (job, idx, stage, payload, state, available_ms)
+                 VALUES ('old', 0, 0, '{}', 'pending', 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let q = SqliteQueue::open(&path, SETTINGS, clock).unwrap();
+    let l = claim(&q, "w1");
+    assert_eq!((l.job.as_str(), l.attempt), ("old", 1));
+    assert!(q.cancel("old", "x").unwrap());
+    assert!(q.retry("old").unwrap());
+    assert_eq!(claim(&q, "w1").attempt, 2);
+    drop(q);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 2);
+}

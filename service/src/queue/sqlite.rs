@@ -398,7 +398,7 @@ impl SqliteQueue {
             )?;
             tracing::warn!(target: "service", job, task = idx, attempt, worker, "lease expired: task reclaimed");
             if attempt.saturating_sub(*base) >= self.settings.max_attempts {
-                self.last_failure(tx, job, *idx, *attempt, *base, &why, now)?;
+                self.last_failure(tx, job, *idx, (*attempt, *base), &why, now)?;
             } else {
                 tx.execute(
                     "UPDATE tasks SET state = 'pending', available_ms = ?3, error = ?4
@@ -417,8 +417,7 @@ impl SqliteQueue {
         tx: &Transaction,
         job: &str,
         idx: u32,
-        attempt: u32,
-        base: u32,
+        (attempt, base): (u32, u32),
         why: &str,
         now: u64,
     ) -> Result<(), QueueError> {
@@ -665,7 +664,7 @@ impl Queue for SqliteQueue {
             let cur = self.fence(tx, lease)?;
             let round = lease.attempt.saturating_sub(cur.base);
             if round >= self.settings.max_attempts {
-                self.last_failure(tx, &lease.job, lease.task, lease.attempt, cur.base, reason, now)?;
+                self.last_failure(tx, &lease.job, lease.task, (lease.attempt, cur.base), reason, now)?;
                 return Ok(JobState::Failed);
             }
             let at = now.saturating_add(ms(backoff(&self.settings, round)));
