@@ -1,7 +1,8 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
 //! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
 //! monitor`, the durable job [`queue`] (embedded SQLite backend), and resumable [`uploads`]
-//! (tus 1.0) that enqueue a packaging [`jobs::VideoJob`] when complete.
+//! (tus 1.0) that enqueue a packaging [`jobs::VideoJob`] when complete, and the [`videos`] API
+//! over them (state, cancel, retry, delete).
 //!
 //! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
 //! cluster-wide rate limit of package files when Redis is configured. The origin never imports
@@ -16,6 +17,7 @@ pub mod queue;
 pub mod session;
 pub mod store;
 pub mod uploads;
+pub mod videos;
 pub mod viewer;
 
 use std::sync::Arc;
@@ -34,7 +36,8 @@ pub fn extension(
     let uploads = if config.ingest {
         let u = uploads::Uploads::open(&config, origin)?;
         u.spawn_tasks();
-        Some(web::Data::from(u))
+        let v = Arc::new(videos::Videos::new(u.clone()));
+        Some((web::Data::from(u), web::Data::from(v)))
     } else {
         None
     };
@@ -49,8 +52,9 @@ pub fn extension(
         prefixes: vec!["/api/"],
         configure: Some(Arc::new(move |cfg| {
             // The uploads' scope first: it is more specific than the viewer API's `/api/v1`.
-            if let Some(u) = &uploads {
+            if let Some((u, v)) = &uploads {
                 uploads::configure(cfg, u.clone());
+                videos::configure(cfg, v.clone());
             }
             viewer::configure(cfg, data.clone())
         })),
