@@ -1,0 +1,316 @@
+//! The videos API at `/api/v1/videos` of `abr serve --ingest` (uploads by plain tus requests):
+//! states before the worker (uploading, queued, cancelled), auth, pagination, cancel, retry,
+//! delete (everything of the video goes, also when the server dies half-way through).
+//! `processing` and `ready` need the worker: their mapping is unit-tested in
+//! `service/src/videos.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::origin::{request, wait_until, Response};
+use common::uploads::{token_spec, Ingest};
+use service::queue::{JobState, Queue};
+
+const ALICE: &str = "alice-secret-token";
+const BOB: &str = "bob-secret-token";
+const CAROL: &str = "carol-secret-token";
+
+fn tokens() -> Vec<String> {
+    vec![
+        token_spec("alice", ALICE, ""),
+        token_spec("bob", BOB, ""),
+        token_spec("carol", CAROL, ""),
+    ]
+}
+
+/// A request to the videos API with `Authorization: Bearer token` (None: none).
+fn api(s: &Ingest, method: &str, path: &str, token: Option<&str>) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let h: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    request(s.addr(), method, path, &h).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The JSON body of a response with `status`.
+fn json(r: &Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status, status, "{r:?}");
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&r.body)))
+}
+
+/// `GET /api/v1/videos/{id}` as `token`, asserting 200.
+fn video(s: &Ingest, id: &str, token: &str) -> serde_json::Value {
+    json(
+        &api(s, "GET", &format!("/api/v1/videos/{id}"), Some(token)),
+        200,
+    )
+}
+
+/// A complete upload of `len` bytes named `name`; returns its id.
+fn uploaded(s: &Ingest, token: &str, name: &str, len: usize) -> String {
+    let path = s.created(token, len as u64, name);
+    let r = s.patch(&path, token, 0, &vec![7u8; len], &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    id_of(&path)
+}
+
+fn id_of(location: &str) -> String {
+    location.rsplit('/').next().unwrap().to_string()
+}
+
+/// A stand-in for a worker's output of `<principal>/<name>`: the package, its work area and a
+/// staging directory, as the packager names them. Returns the three paths.
+fn fake_package(root: &Path, principal: &str, name: &str) -> [PathBuf; 3] {
+    let dir = root.join(principal);
+    let out = dir.join(name);
+    let work = dir.join(format!(".{name}.abr-work"));
+    let staging = dir.join(format!(".{name}.abr-staging.4242"));
+    std::fs::create_dir_all(out.join("hls")).unwrap();
+    std::fs::write(out.join("hls/master.m3u8"), "#EXTM3U\n").unwrap();
+    std::fs::create_dir_all(work.join("tasks/0")).unwrap();
+    std::fs::write(work.join("plan.json"), "{}").unwrap();
+    std::fs::create_dir_all(staging.join("hls")).unwrap();
+    [out, work, staging]
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Before any worker: an incomplete upload is `uploading` with its durable bytes, a complete
+/// one `queued`; tokens: none or a wrong one is 401 (with `WWW-Authenticate`), another
+/// principal's video, an unknown or malformed id 404.
+#[test]
+fn states_before_the_worker_and_auth() {
+    let s = Ingest::start(&tokens(), &[]);
+    let path = s.created(ALICE, 10, "cat");
+    let id = id_of(&path);
+    assert_eq!(s.patch(&path, ALICE, 0, b"abcd", &[]).status, 204);
+    let v = video(&s, &id, ALICE);
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["state"], "uploading", "{v}");
+    assert_eq!(
+        (v["received"].as_u64(), v["size"].as_u64()),
+        (Some(4), Some(10))
+    );
+    assert_eq!(
+        (v["name"].as_str(), v["filename"].as_str()),
+        (Some("cat"), Some("clip.mp4"))
+    );
+    assert!(v["created"].as_u64().unwrap() <= now_s());
+    // Auth.
+    let one = format!("/api/v1/videos/{id}");
+    for (token, status) in [(None, 401), (Some("wrong"), 401), (Some(BOB), 404)] {
+        let r = api(&s, "GET", &one, token);
+        assert_eq!(r.status, status, "{token:?}: {r:?}");
+        assert!(json(&r, status)["error"].is_string());
+        if status == 401 {
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    for r in [
+        api(&s, "GET", "/api/v1/videos", None),
+        api(&s, "DELETE", &one, Some(BOB)),
+        api(&s, "POST", &format!("{one}/cancel"), Some(BOB)),
+        api(&s, "POST", &format!("{one}/retry"), None),
+    ] {
+        assert!(matches!(r.status, 401 | 404), "{r:?}");
+    }
+    for bad in ["0123456789abcdef0123456789abcdef", "nope", "..%2F..%2Fetc"] {
+        assert_eq!(
+            api(&s, "GET", &format!("/api/v1/videos/{bad}"), Some(ALICE)).status,
+            404
+        );
+    }
+    // Bob sees nothing of Alice's.
+    let page = json(&api(&s, "GET", "/api/v1/videos", Some(BOB)), 200);
+    assert_eq!(page["videos"].as_array().unwrap().len(), 0, "{page}");
+    // The rest of the bytes: queued.
+    assert_eq!(s.patch(&path, ALICE, 4, b"efghij", &[]).status, 204);
+    let v = video(&s, &id, ALICE);
+    assert_eq!(v["state"], "queued", "{v}");
+    assert!(v.get("received").is_none(), "{v}");
+    // Cancelling an upload that has no job yet is refused.
+    let other = id_of(&s.created(ALICE, 10, "dog"));
+    let r = api(
+        &s,
+        "POST",
+        &format!("/api/v1/videos/{other}/cancel"),
+        Some(ALICE),
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+}
+
+/// Five videos created a second apart, paged two at a time: each is seen once, newest first,
+/// and the last page has no `next`; bad `limit` and cursors are 400.
+#[test]
+fn pagination_newest_first() {
+    let s = Ingest::start(&tokens(), &[]);
+    let mut made = Vec::new();
+    for i in 0..5 {
+        if i > 0 {
+            // Creation times are seconds: wait for the next one so the order is known.
+            let t = now_s();
+            wait_until(Duration::from_secs(3), "the next second", || now_s() > t);
+        }
+        made.push(id_of(&s.created(CAROL, 10, &format!("v{i}"))));
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &next {
+            None => "/api/v1/videos?limit=2".to_string(),
+            Some(c) => format!("/api/v1/videos?limit=2&after={c}"),
+        };
+        let page = json(&api(&s, "GET", &path, Some(CAROL)), 200);
+        pages += 1;
+        let vids = page["videos"].as_array().unwrap();
+        assert!(vids.len() <= 2, "{page}");
+        seen.extend(vids.iter().map(|v| v["id"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "the pages do not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, made, "each once, newest first");
+    for bad in ["limit=0", "limit=101", "after=zzz", "limit=x"] {
+        let r = api(&s, "GET", &format!("/api/v1/videos?{bad}"), Some(CAROL));
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    // Alice's list does not show Carol's.
+    let page = json(
+        &api(&s, "GET", "/api/v1/videos?limit=100", Some(ALICE)),
+        200,
+    );
+    assert!(page["videos"].as_array().unwrap().is_empty());
+}
+
+/// Cancel → 202 and `cancelled` (the job in the queue too), a second cancel 409; retry of the
+/// cancelled job → 202 and `queued`, a second retry 409.
+#[test]
+fn cancel_then_retry() {
+    let s = Ingest::start(&tokens(), &[]);
+    let id = uploaded(&s, ALICE, "cat", 16);
+    let one = format!("/api/v1/videos/{id}");
+    assert_eq!(video(&s, &id, ALICE)["state"], "queued");
+    json(&api(&s, "POST", &format!("{one}/retry"), Some(ALICE)), 409);
+    json(&api(&s, "POST", &format!("{one}/cancel"), Some(ALICE)), 202);
+    let v = video(&s, &id, ALICE);
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(v["reason"].is_string(), "{v}");
+    assert_eq!(
+        s.queue().job(&id).unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    json(&api(&s, "POST", &format!("{one}/cancel"), Some(ALICE)), 409);
+    json(&api(&s, "POST", &format!("{one}/retry"), Some(BOB)), 404);
+    json(&api(&s, "POST", &format!("{one}/retry"), Some(ALICE)), 202);
+    assert_eq!(video(&s, &id, ALICE)["state"], "queued");
+    assert_eq!(s.queue().job(&id).unwrap().unwrap().state, JobState::Queued);
+    json(&api(&s, "POST", &format!("{one}/retry"), Some(ALICE)), 409);
+}
+
+/// DELETE → 202, and at once 404 (API and tus); then the upload directory, the package, its
+/// work area and staging are gone and the job cancelled. An incomplete upload is deleted the
+/// same way. Another video's package beside it stays.
+#[test]
+fn delete_removes_everything() {
+    let s = Ingest::start(&tokens(), &[]);
+    let id = uploaded(&s, ALICE, "cat", 16);
+    let keep = uploaded(&s, ALICE, "dog", 16);
+    let pieces = fake_package(&s.root, "alice", "cat");
+    let kept = fake_package(&s.root, "alice", "dog");
+    let one = format!("/api/v1/videos/{id}");
+    json(&api(&s, "DELETE", &one, Some(BOB)), 404);
+    let r = json(&api(&s, "DELETE", &one, Some(ALICE)), 202);
+    assert_eq!(r["id"], id.as_str());
+    json(&api(&s, "GET", &one, Some(ALICE)), 404);
+    json(&api(&s, "DELETE", &one, Some(ALICE)), 404);
+    let head = s.tus(
+        "HEAD",
+        &format!("/api/v1/uploads/{id}"),
+        Some(ALICE),
+        &[],
+        b"",
+    );
+    assert_eq!(head.status, 404, "{head:?}");
+    wait_until(Duration::from_secs(10), "the pieces go", || {
+        !s.uploads_dir().join(&id).exists() && pieces.iter().all(|p| !p.exists())
+    });
+    assert_eq!(
+        s.queue().job(&id).unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert!(
+        kept.iter().all(|p| p.exists()),
+        "another video's package stays"
+    );
+    let page = json(&api(&s, "GET", "/api/v1/videos", Some(ALICE)), 200);
+    let ids: Vec<&str> = page["videos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [keep.as_str()]);
+    // Incomplete.
+    let path = s.created(ALICE, 10, "half");
+    let half = id_of(&path);
+    assert_eq!(s.patch(&path, ALICE, 0, b"abc", &[]).status, 204);
+    json(
+        &api(&s, "DELETE", &format!("/api/v1/videos/{half}"), Some(ALICE)),
+        202,
+    );
+    json(
+        &api(&s, "GET", &format!("/api/v1/videos/{half}"), Some(ALICE)),
+        404,
+    );
+    wait_until(Duration::from_secs(10), "the upload goes", || {
+        !s.uploads_dir().join(&half).exists()
+    });
+    assert_eq!(s.upload_ids(), vec![keep]);
+}
+
+/// The server dies (abort) half-way through a deletion, after the upload directory and before
+/// the package; at restart the deletion is finished before the server answers, and the video
+/// stays 404.
+#[test]
+fn interrupted_delete_is_finished_after_restart() {
+    let mut s = Ingest::start_env(&tokens(), &[], &[("ABR_TEST_CRASH_MID_DELETE", "1")]);
+    let id = uploaded(&s, ALICE, "cat", 16);
+    let pieces = fake_package(&s.root, "alice", "cat");
+    let one = format!("/api/v1/videos/{id}");
+    // The 202 may or may not leave before the abort.
+    let auth = format!("Bearer {ALICE}");
+    if let Ok(r) = request(s.addr(), "DELETE", &one, &[("Authorization", &auth)]) {
+        assert_eq!(r.status, 202, "{r:?}");
+    }
+    let st = s.server().wait_exit(Duration::from_secs(20));
+    assert!(
+        st.is_some_and(|st| !st.success()),
+        "the server aborted: {st:?}"
+    );
+    assert!(!s.uploads_dir().join(&id).exists(), "the upload went first");
+    assert!(pieces[0].exists(), "the package was not reached");
+    assert!(s.data.join("deleting").join(format!("{id}.json")).exists());
+    s.kill();
+    s.restart();
+    assert!(pieces.iter().all(|p| !p.exists()), "finished at start-up");
+    json(&api(&s, "GET", &one, Some(ALICE)), 404);
+    assert!(s.upload_ids().is_empty());
+    assert_eq!(
+        s.queue().job(&id).unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+}
