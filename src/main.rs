@@ -39,6 +39,9 @@ enum Command {
     Sign(cmds::sign::Args),
     /// Follow playback events of a cluster (its Redis) and show live viewers per package.
     Monitor(cmds::monitor::Args),
+    /// Upload a video to `abr serve --ingest` (tus, resumable across runs); `--wait` follows it
+    /// until it is packaged.
+    Upload(cmds::upload::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,5 +93,6 @@ fn run(cmd: Command, log: &str) -> Result<()> {
         Command::Serve(a) => cmds::serve::run(a, log, init_logs),
         Command::Monitor(a) => cmds::monitor::run(a),
         Command::Sign(a) => cmds::sign::run(a),
+        Command::Upload(a) => cmds::upload::run(a),
     }
 }

@@ -314,3 +314,138 @@ fn interrupted_delete_is_finished_after_restart() {
         JobState::Cancelled
     );
 }
+
+/// `abr upload` with its state under `state`.
+fn abr_upload(s: &Ingest, state: &Path, file: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_abr"));
+    c.arg("upload")
+        .arg(file)
+        .args(["--server", &format!("http://127.0.0.1:{}", s.port)])
+        .args(extra)
+        .env("XDG_STATE_HOME", state)
+        .env_remove("ABR_UPLOAD_TOKEN")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// `abr upload` of a 64 MiB file in 1 MiB chunks is SIGKILLed part-way (HEAD shows the
+/// progress); the rerun resumes the same upload from the server's offset (its state file was
+/// reused: no second upload), the stored bytes are the source's and one job exists.
+#[test]
+fn abr_upload_resumes_after_sigkill() {
+    use std::process::Stdio;
+    let t0 = std::time::Instant::now();
+    let size: u64 = 64 << 20;
+    let src = common::uploads::source_file(size, 3);
+    let s = Ingest::start(&tokens(), &[]);
+    let state = tempfile::tempdir().unwrap();
+    let args = ["--token", ALICE, "--name", "big", "--chunk-mib", "1"];
+    let mut child = abr_upload(&s, state.path(), &src, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the client creates its upload",
+        || s.upload_ids().len() == 1,
+    );
+    let id = s.upload_ids()[0].clone();
+    let path = format!("/api/v1/uploads/{id}");
+    wait_until(Duration::from_secs(60), "the upload reaches 16 MiB", || {
+        s.offset(&path, ALICE) >= 16 << 20
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = s.offset(&path, ALICE);
+    assert!(
+        at_kill < size,
+        "the client finished before the kill ({at_kill})"
+    );
+    let states: Vec<_> = std::fs::read_dir(state.path().join("abr/uploads"))
+        .unwrap()
+        .collect();
+    assert_eq!(states.len(), 1, "one state file");
+    let out = abr_upload(&s, state.path(), &src, &args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rerun: {err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    assert_eq!(s.upload_ids(), vec![id.clone()], "no second upload");
+    assert_eq!(s.offset(&path, ALICE), size);
+    assert_eq!(
+        common::origin::sha256sum(&s.data_file(&id)),
+        common::origin::sha256sum(&src)
+    );
+    assert_eq!(s.enqueued_events(&id), 1);
+    assert_eq!(video(&s, &id, ALICE)["state"], "queued");
+    eprintln!(
+        "abr upload: {size} bytes, killed at {at_kill}, resumed, {:.1?}",
+        t0.elapsed()
+    );
+}
+
+/// One-line errors: a wrong token (401), a file over the limit (413), a server that is not
+/// there (named); `--wait` ends with exit 1 when the video's job is cancelled.
+#[test]
+fn abr_upload_errors_and_wait() {
+    let s = Ingest::start(&tokens(), &["--upload-max-size", "100000"]);
+    let state = tempfile::tempdir().unwrap();
+    let small = state.path().join("small clip.mp4");
+    std::fs::write(&small, vec![1u8; 5000]).unwrap();
+    let big = state.path().join("big.mp4");
+    std::fs::write(&big, vec![1u8; 200_000]).unwrap();
+    let run = |file: &Path, extra: &[&str]| {
+        let o = abr_upload(&s, state.path(), file, extra).output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&small, &["--token", "wrong", "--retries", "1"]);
+    assert!(!ok && err.contains("401") && err.contains("token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, err) = run(&big, &["--token", ALICE, "--retries", "1"]);
+    assert!(!ok && err.contains("413"), "{err}");
+    let port = common::origin::free_port();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_abr"))
+        .arg("upload")
+        .arg(&small)
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--token", ALICE, "--retries", "1"])
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"),
+        "{err}"
+    );
+    // --wait: the default name comes from the file; cancelling the job ends the wait.
+    let child = abr_upload(&s, state.path(), &small, &["--token", ALICE, "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the upload completes", || {
+        s.upload_ids()
+            .first()
+            .is_some_and(|id| s.queue().job(id).ok().flatten().is_some())
+    });
+    let id = s.upload_ids()[0].clone();
+    assert_eq!(video(&s, &id, ALICE)["name"], "small-clip");
+    json(
+        &api(
+            &s,
+            "POST",
+            &format!("/api/v1/videos/{id}/cancel"),
+            Some(ALICE),
+        ),
+        202,
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+}

@@ -7,6 +7,7 @@ pub mod plan;
 pub mod serve;
 pub mod shard;
 pub mod sign;
+pub mod upload;
 
 use std::path::PathBuf;
 
