@@ -449,3 +449,48 @@ fn abr_upload_errors_and_wait() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("cancelled"), "{err}");
 }
+
+/// The queue's job events reach the event stream (`GET /api/v1/events`): a completed upload's
+/// `enqueued` and a cancel's `cancelled`, as `{"type":"job", …}` lines.
+#[test]
+fn job_events_on_the_event_stream() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = Ingest::start(&tokens(), &[]);
+    let mut conn = std::net::TcpStream::connect(s.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(conn.try_clone().unwrap()).lines();
+    // The head is in: the subscription exists.
+    let status = lines.next().unwrap().unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    let id = uploaded(&s, ALICE, "cat", 16);
+    json(
+        &api(
+            &s,
+            "POST",
+            &format!("/api/v1/videos/{id}/cancel"),
+            Some(ALICE),
+        ),
+        202,
+    );
+    let mut kinds = Vec::new();
+    for line in lines {
+        let line = line.expect("events within 20 s");
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        if v["type"] == "job" && v["job"] == id.as_str() {
+            kinds.push(v["kind"].as_str().unwrap().to_string());
+            if kinds.last().map(String::as_str) == Some("cancelled") {
+                break;
+            }
+        }
+    }
+    assert_eq!(kinds, ["enqueued", "cancelled"]);
+}

@@ -43,6 +43,9 @@ pub fn extension(
     };
     let viewers = Arc::new(viewer::Viewers::new(config, origin)?);
     viewers.spawn_tasks();
+    if let Some((u, _)) = &uploads {
+        videos::spawn_job_events(u.clone().into_inner(), viewers.events.clone());
+    }
     let shared_limit: Option<Arc<dyn origin::SharedLimit>> = match &viewers.store {
         store::Store::Redis(r) => Some(r.clone()),
         store::Store::Embedded(_) => None,

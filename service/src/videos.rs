@@ -24,6 +24,9 @@
 //! pieces again until [`DELETE_GRACE`] has passed (unless another live video now owns the
 //! same package directory), then removes the tombstone. Responses in flight finish (open files
 //! outlive their names).
+//!
+//! The queue's job events are also published on the viewer API's event stream
+//! ([`spawn_job_events`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
@@ -637,6 +640,60 @@ async fn delete(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -
         ))
     };
     r.await.unwrap_or_else(|e: ApiError| e.response())
+}
+
+// ---- Job events on the event stream ----
+
+/// How often the queue's events are read for the event stream.
+const EVENTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the queue's events from now on and sends each to `tx` (the viewer API's event
+/// stream, `GET /api/v1/events`) as a JSON line `{"type":"job", "seq", "job", "task",
+/// "attempt", "kind", "detail", "at_ms"}`. Call on the server's runtime.
+pub fn spawn_job_events(up: Arc<Uploads>, tx: tokio::sync::broadcast::Sender<String>) {
+    actix_web::rt::spawn(async move {
+        let q = up.queue.clone();
+        let mut after = match web::block(move || q.last_event_seq()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(target: "service", error = %e, "job events not followed");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(target: "service", error = %e, "job events not followed");
+                return;
+            }
+        };
+        loop {
+            actix_web::rt::time::sleep(EVENTS_EVERY).await;
+            if tx.receiver_count() == 0 {
+                // Nobody listens: skip what happened meanwhile.
+                let q = up.queue.clone();
+                if let Ok(Ok(s)) = web::block(move || q.last_event_seq()).await {
+                    after = s;
+                }
+                continue;
+            }
+            let q = up.queue.clone();
+            let events = match web::block(move || q.events(after, 256)).await {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "service", error = %e, "cannot read job events");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            for e in events {
+                after = e.seq;
+                let mut v = match serde_json::to_value(&e) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                v["type"] = "job".into();
+                let _ = tx.send(v.to_string());
+            }
+        }
+    });
 }
 
 // ---- Deletion ----

@@ -308,6 +308,18 @@ impl SqliteQueue {
         &self.path
     }
 
+    /// The sequence number of the newest event (0 when there is none): where a follower of
+    /// [`Queue::events`] that wants only what comes next starts.
+    pub fn last_event_seq(&self) -> Result<u64, QueueError> {
+        let what = || "newest event".to_string();
+        self.tx(what, |tx, _| {
+            let seq: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .context(what)?;
+            Ok(from_sql_ms(seq))
+        })
+    }
+
     /// Runs `f` in one immediate transaction, committed when it returns Ok.
     fn tx<T>(
         &self,
