@@ -494,3 +494,45 @@ fn job_events_on_the_event_stream() {
     }
     assert_eq!(kinds, ["enqueued", "cancelled"]);
 }
+
+/// The server is SIGKILLed under a running `abr upload` and restarted on the same port: the
+/// client retries (connection refused, then the server's offset via 409/HEAD) and completes the
+/// one upload with the source's bytes.
+#[test]
+fn abr_upload_retries_across_a_server_restart() {
+    use std::process::Stdio;
+    let size: u64 = 64 << 20;
+    let src = common::uploads::source_file(size, 4);
+    let mut s = Ingest::start(&tokens(), &[]);
+    let state = tempfile::tempdir().unwrap();
+    let args = ["--token", ALICE, "--name", "restarted", "--chunk-mib", "1"];
+    let child = abr_upload(&s, state.path(), &src, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the client creates its upload",
+        || s.upload_ids().len() == 1,
+    );
+    let id = s.upload_ids()[0].clone();
+    let path = format!("/api/v1/uploads/{id}");
+    wait_until(Duration::from_secs(60), "the upload reaches 16 MiB", || {
+        s.offset(&path, ALICE) >= 16 << 20
+    });
+    s.kill();
+    s.restart();
+    let at_restart = s.offset(&path, ALICE);
+    assert!(at_restart < size, "finished before the restart");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    assert_eq!(s.upload_ids(), vec![id.clone()]);
+    assert_eq!(
+        common::origin::sha256sum(&s.data_file(&id)),
+        common::origin::sha256sum(&src)
+    );
+    assert_eq!(s.enqueued_events(&id), 1);
+}
