@@ -536,3 +536,48 @@ fn abr_upload_retries_across_a_server_restart() {
     );
     assert_eq!(s.enqueued_events(&id), 1);
 }
+
+/// A response in flight when its video is deleted finishes whole (the origin serves the open
+/// file): a 16 MiB segment is read across the DELETE; new requests then get 404.
+#[test]
+fn delete_lets_responses_in_flight_finish() {
+    use std::io::{Read, Write};
+    let s = Ingest::start(&tokens(), &[]);
+    let id = uploaded(&s, ALICE, "cat", 16);
+    let pieces = fake_package(&s.root, "alice", "cat");
+    let seg = pieces[0].join("hls/seg_00001.ts");
+    let len: usize = 16 << 20;
+    common::origin::write_pseudo_random(&seg, len as u64, 9);
+    let mut conn = std::net::TcpStream::connect(s.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /alice/cat/hls/seg_00001.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = vec![0u8; 4096];
+    conn.read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..64])
+    );
+    json(
+        &api(&s, "DELETE", &format!("/api/v1/videos/{id}"), Some(ALICE)),
+        202,
+    );
+    wait_until(Duration::from_secs(10), "the package goes", || {
+        !pieces[0].exists()
+    });
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    let mut all = first;
+    all.extend_from_slice(&rest);
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - head_end, len, "the whole body arrived");
+    // New requests for it are 404 once the origin's open-file cache (1 s) forgot it.
+    wait_until(Duration::from_secs(5), "the segment is 404", || {
+        request(s.addr(), "HEAD", "/alice/cat/hls/seg_00001.ts", &[]).is_ok_and(|r| r.status == 404)
+    });
+}
