@@ -41,6 +41,9 @@ enum Command {
     Monitor(cmds::monitor::Args),
     /// Run packaging workers on the job queue of --data-dir until SIGTERM/SIGINT.
     Worker(cmds::worker::Args),
+    /// Upload a video to `abr serve --ingest` (tus, resumable across runs); `--wait` follows it
+    /// until it is packaged.
+    Upload(cmds::upload::Args),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +96,6 @@ fn run(cmd: Command, log: &str) -> Result<()> {
         Command::Monitor(a) => cmds::monitor::run(a),
         Command::Sign(a) => cmds::sign::run(a),
         Command::Worker(a) => cmds::worker::run(a),
+        Command::Upload(a) => cmds::upload::run(a),
     }
 }

@@ -56,6 +56,20 @@ fn an_upload_becomes_a_package_that_hls_js_and_dash_js_play() {
         t0.elapsed().as_secs_f64()
     );
 
+    // The videos API says ready, with where it plays.
+    let r = common::origin::request(
+        ing.addr(),
+        "GET",
+        &format!("/api/v1/videos/{id}"),
+        &[("Authorization", "Bearer tok-a")],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["state"], "ready", "{v}");
+    assert_eq!(v["urls"]["play"], "/play/alice/holiday", "{v}");
+    assert_eq!(v["urls"]["hls"], "/alice/holiday/hls/master.m3u8", "{v}");
+
     // Published under ROOT/<principal>/<name>; the work area is gone.
     let pkg = ing.root.join("alice").join("holiday");
     assert!(pkg.join("hls/master.m3u8").is_file(), "{}", pkg.display());

@@ -40,7 +40,8 @@ pub struct Config {
     #[arg(long, env = "ABR_INGEST", action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true")]
     pub ingest: bool,
-    /// Directory of ingest state: `uploads/` and `queue.sqlite3` (required with `ingest`).
+    /// Directory of ingest state: `uploads/`, `queue.sqlite3` and `deleting/` (videos being
+    /// deleted) (required with `ingest`).
     #[arg(long, env = "ABR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Largest upload accepted, bytes (each token may set a lower one).

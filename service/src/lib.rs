@@ -1,8 +1,8 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
 //! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
 //! monitor`, the durable job [`queue`] (embedded SQLite backend), resumable [`uploads`] (tus 1.0)
-//! that enqueue a packaging [`jobs::VideoJob`] when complete, and the packaging [`worker`]s that
-//! run those jobs.
+//! that enqueue a packaging [`jobs::VideoJob`] when complete, the packaging [`worker`]s that run
+//! those jobs, and the [`videos`] API over them (state, cancel, retry, delete).
 //!
 //! It runs inside `abr serve` as an [`origin::Extension`]: routes under `/api/`, and the
 //! cluster-wide rate limit of package files when Redis is configured. The origin never imports
@@ -17,6 +17,7 @@ pub mod queue;
 pub mod session;
 pub mod store;
 pub mod uploads;
+pub mod videos;
 pub mod viewer;
 pub mod worker;
 
@@ -64,12 +65,19 @@ pub fn extension(
             tracing::info!(target: "service", "stopping the packaging workers");
             stopper.stop();
         });
-        (Some(web::Data::from(u)), Some(Arc::new(pool)))
+        let v = Arc::new(videos::Videos::new(u.clone()));
+        (
+            Some((web::Data::from(u), web::Data::from(v))),
+            Some(Arc::new(pool)),
+        )
     } else {
         (None, None)
     };
     let viewers = Arc::new(viewer::Viewers::new(config, origin)?);
     viewers.spawn_tasks();
+    if let Some((u, _)) = &uploads {
+        videos::spawn_job_events(u.clone().into_inner(), viewers.events.clone());
+    }
     let shared_limit: Option<Arc<dyn origin::SharedLimit>> = match &viewers.store {
         store::Store::Redis(r) => Some(r.clone()),
         store::Store::Embedded(_) => None,
@@ -80,8 +88,9 @@ pub fn extension(
         configure: Some(Arc::new(move |cfg| {
             let _workers = &pool;
             // The uploads' scope first: it is more specific than the viewer API's `/api/v1`.
-            if let Some(u) = &uploads {
+            if let Some((u, v)) = &uploads {
                 uploads::configure(cfg, u.clone());
+                videos::configure(cfg, v.clone());
             }
             viewer::configure(cfg, data.clone())
         })),

@@ -70,6 +70,7 @@ behaviour_suite!(
         permanent_failure_fails_the_job_at_once,
         expired_last_attempt_fails_the_job,
         cancel_stops_claims_and_tells_workers,
+        retry_requeues_failed_and_cancelled_jobs,
         completion_is_accepted_once,
         state_survives_reopening,
         events_page_in_order,
@@ -439,6 +440,75 @@ mod behaviour {
         assert_eq!(kinds(q, "j").last(), Some(&EventKind::Cancelled));
     }
 
+    /// A failed job is retried: its failed and cancelled tasks are pending again with a fresh
+    /// budget of attempts, its done tasks stay done, the job is queued (event `Retried`); a
+    /// worker of the old round stays fenced out. A cancelled job is retried the same way; a
+    /// queued, running or succeeded one is not.
+    pub fn retry_requeues_failed_and_cancelled_jobs(h: &Harness) {
+        let q = h.open();
+        let q = q.as_ref();
+        q.enqueue(&job("j", 2)).unwrap();
+        let first = claim(q, "w1");
+        assert_eq!(first.task, 0);
+        q.complete(&first, &[]).unwrap();
+        assert!(!q.retry("j").unwrap(), "a running job is not retried");
+        let mut last = None;
+        for _ in 0..3 {
+            let l = claim(q, "w1");
+            q.fail(&l, "boom").unwrap();
+            h.clock.advance(Duration::from_secs(60));
+            last = Some(l);
+        }
+        let last = last.unwrap();
+        assert_eq!(q.job("j").unwrap().unwrap().state, JobState::Failed);
+        assert!(q.retry("j").unwrap());
+        let info = q.job("j").unwrap().unwrap();
+        assert_eq!(info.state, JobState::Queued);
+        assert_eq!(info.reason, None);
+        assert_eq!(info.tasks[0].state, TaskState::Done);
+        assert_eq!(
+            (
+                info.tasks[1].state,
+                info.tasks[1].attempt,
+                info.tasks[1].error.as_deref()
+            ),
+            (TaskState::Pending, 0, None)
+        );
+        assert_eq!(kinds(q, "j").last(), Some(&EventKind::Retried));
+        assert!(!q.retry("j").unwrap(), "a queued job is not retried");
+        // A fresh budget: three more attempts before the job fails again.
+        for round in 1..=3u32 {
+            let l = claim(q, "w2");
+            assert_eq!(l.task, 1);
+            assert!(l.attempt > last.attempt, "attempt numbers go on");
+            assert_eq!(q.job("j").unwrap().unwrap().tasks[1].attempt, round);
+            // The old round's attempt is fenced out.
+            assert!(q.renew(&last, 0.5).is_err());
+            if round < 3 {
+                assert_eq!(q.fail(&l, "again").unwrap(), JobState::Running);
+                h.clock.advance(Duration::from_secs(60));
+            } else {
+                assert_eq!(q.complete(&l, &[]).unwrap(), JobState::Succeeded);
+            }
+        }
+        assert!(!q.retry("j").unwrap(), "a succeeded job is not retried");
+        // Cancelled: every task back, claimable again.
+        q.enqueue(&job("c", 2)).unwrap();
+        let l = claim(q, "w1");
+        assert!(q.cancel("c", "by its owner").unwrap());
+        assert!(q.retry("c").unwrap());
+        assert_stale(q.renew(&l, 0.1), 1);
+        let info = q.job("c").unwrap().unwrap();
+        assert_eq!(info.state, JobState::Queued);
+        assert!(info.tasks.iter().all(|t| t.state == TaskState::Pending));
+        let again = claim(q, "w3");
+        assert_eq!((again.job.as_str(), again.task, again.attempt), ("c", 0, 2));
+        assert!(matches!(
+            q.retry("nope").unwrap_err(),
+            QueueError::NotFound(j) if j == "nope"
+        ));
+    }
+
     /// Completing (or failing) an attempt a second time is refused.
     pub fn completion_is_accepted_once(h: &Harness) {
         let q = h.open();
@@ -597,4 +667,48 @@ fn kill_9_child() {
         let l = q.claim("child").unwrap().unwrap();
         q.complete(&l, &[]).unwrap();
     }
+}
+
+/// SQLite: a schema-1 file (before `Queue::retry`) is upgraded in place when opened: its jobs
+/// are kept and can be claimed, failed, retried.
+#[test]
+fn sqlite_upgrades_schema_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                 payload TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,
+                 created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+             CREATE TABLE tasks (job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                 idx INTEGER NOT NULL, stage INTEGER NOT NULL, payload TEXT NOT NULL,
+                 state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, worker TEXT,
+                 lease_until_ms INTEGER, available_ms INTEGER NOT NULL,
+                 progress REAL NOT NULL DEFAULT 0, error TEXT, PRIMARY KEY (job, idx));
+             CREATE INDEX tasks_by_state ON tasks(state, available_ms);
+             CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+                 task INTEGER, attempt INTEGER, kind TEXT NOT NULL, detail TEXT,
+                 at_ms INTEGER NOT NULL);
+             INSERT INTO jobs (id, payload, state, created_ms, updated_ms)
+                 VALUES ('old', '{}', 'queued', 1, 1);
+             INSERT INTO tasks (job, idx, stage, payload, state, available_ms)
+                 VALUES ('old', 0, 0, '{}', 'pending', 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let q = SqliteQueue::open(&path, SETTINGS, clock).unwrap();
+    let l = claim(&q, "w1");
+    assert_eq!((l.job.as_str(), l.attempt), ("old", 1));
+    assert!(q.cancel("old", "x").unwrap());
+    assert!(q.retry("old").unwrap());
+    assert_eq!(claim(&q, "w1").attempt, 2);
+    drop(q);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 2);
 }

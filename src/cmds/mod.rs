@@ -8,6 +8,7 @@ pub mod serve;
 pub mod shard;
 pub mod sign;
 pub mod worker;
+pub mod upload;
 
 use std::path::PathBuf;
 

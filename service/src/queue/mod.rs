@@ -15,6 +15,8 @@
 //!   A permanent failure ([`Queue::fail_permanently`]: bad input) fails the job at once.
 //! - **Cancel.** A cancelled job's tasks are never claimed again; its leased workers learn it at
 //!   their next renew ([`QueueError::Finished`]).
+//! - **Retry.** A failed or cancelled job can be queued again ([`Queue::retry`]): its unfinished
+//!   tasks get a fresh budget of attempts, its done tasks are kept.
 //! - **Events.** Every transition is an [`Event`] with a sequence number, for status pages,
 //!   server-sent events and `abr monitor`.
 //!
@@ -158,7 +160,7 @@ pub struct TaskInfo {
     pub stage: u32,
     /// State.
     pub state: TaskState,
-    /// Attempts so far (claims).
+    /// Attempts so far (claims) since the job was enqueued or last retried.
     pub attempt: u32,
     /// Worker of the current or last attempt.
     pub worker: Option<String>,
@@ -223,6 +225,8 @@ pub enum EventKind {
     JobFailed,
     /// The job was cancelled.
     Cancelled,
+    /// A failed or cancelled job was queued again (detail: how many tasks went back).
+    Retried,
 }
 
 /// One transition, in queue order.
@@ -325,6 +329,12 @@ pub trait Queue: Send + Sync {
     /// Cancels a job that is not over; its tasks are never claimed again. Returns whether it
     /// was cancelled now (false when it was already over).
     fn cancel(&self, job: &str, reason: &str) -> Result<bool, QueueError>;
+
+    /// Queues a failed or cancelled job again: its failed and cancelled tasks are pending
+    /// with their attempts counted from zero (attempt numbers go on, so a worker of the old
+    /// round stays fenced out), its done tasks stay done. Returns whether it was retried
+    /// (false when it is not failed or cancelled).
+    fn retry(&self, job: &str) -> Result<bool, QueueError>;
 
     /// A job and its tasks.
     fn job(&self, job: &str) -> Result<Option<JobInfo>, QueueError>;

@@ -14,8 +14,12 @@ use super::{
     MAX_PAYLOAD,
 };
 
-/// Schema version (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version (`PRAGMA user_version`): 2 added `tasks.base` (the attempt a retry of the
+/// job started from; version 1 files are upgraded in place).
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1 to 2.
+const UPGRADE_1_TO_2: &str = "ALTER TABLE tasks ADD COLUMN base INTEGER NOT NULL DEFAULT 0;";
 
 const SCHEMA: &str = "
 CREATE TABLE jobs (
@@ -39,6 +43,7 @@ CREATE TABLE tasks (
     available_ms   INTEGER NOT NULL,
     progress       REAL NOT NULL DEFAULT 0,
     error          TEXT,
+    base           INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job, idx)
 );
 CREATE INDEX tasks_by_state ON tasks(state, available_ms);
@@ -119,6 +124,7 @@ fn kind_str(k: EventKind) -> &'static str {
         EventKind::JobSucceeded => "job_succeeded",
         EventKind::JobFailed => "job_failed",
         EventKind::Cancelled => "cancelled",
+        EventKind::Retried => "retried",
     }
 }
 
@@ -134,6 +140,7 @@ fn kind(s: &str) -> Option<EventKind> {
         "job_succeeded" => EventKind::JobSucceeded,
         "job_failed" => EventKind::JobFailed,
         "cancelled" => EventKind::Cancelled,
+        "retried" => EventKind::Retried,
         _ => return None,
     })
 }
@@ -232,6 +239,8 @@ struct Current {
     attempt: u32,
     job: JobState,
     stage: u32,
+    /// Attempts before the job's last retry (not counted against `max_attempts`).
+    base: u32,
 }
 
 impl SqliteQueue {
@@ -268,6 +277,13 @@ impl SqliteQueue {
                 .context(what)?;
                 tracing::info!(target: "service", path = %path.display(), "job queue created");
             }
+            1 => {
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {UPGRADE_1_TO_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .context(what)?;
+                tracing::info!(target: "service", path = %path.display(), "job queue upgraded to schema 2");
+            }
             SCHEMA_VERSION => {}
             v => {
                 return Err(QueueError::Storage {
@@ -292,6 +308,18 @@ impl SqliteQueue {
         &self.path
     }
 
+    /// The sequence number of the newest event (0 when there is none): where a follower of
+    /// [`Queue::events`] that wants only what comes next starts.
+    pub fn last_event_seq(&self) -> Result<u64, QueueError> {
+        let what = || "newest event".to_string();
+        self.tx(what, |tx, _| {
+            let seq: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .context(what)?;
+            Ok(from_sql_ms(seq))
+        })
+    }
+
     /// Runs `f` in one immediate transaction, committed when it returns Ok.
     fn tx<T>(
         &self,
@@ -314,16 +342,16 @@ impl SqliteQueue {
     /// and the job goes on.
     fn fence(&self, tx: &Transaction, l: &Lease) -> Result<Current, QueueError> {
         let what = || format!("job {} task {}", l.job, l.task);
-        let row: Option<(String, u32, String, u32)> = tx
+        let row: Option<(String, u32, String, u32, u32)> = tx
             .query_row(
-                "SELECT t.state, t.attempt, j.state, t.stage FROM tasks t JOIN jobs j ON j.id = t.job
+                "SELECT t.state, t.attempt, j.state, t.stage, t.base FROM tasks t JOIN jobs j ON j.id = t.job
                  WHERE t.job = ?1 AND t.idx = ?2",
                 params![l.job, l.task],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .context(what)?;
-        let Some((task, attempt, job, stage)) = row else {
+        let Some((task, attempt, job, stage, base)) = row else {
             return Err(QueueError::NotFound(l.job.clone()));
         };
         let cur = Current {
@@ -331,6 +359,7 @@ impl SqliteQueue {
             attempt,
             job: job_state(&job).ok_or_else(|| corrupt(what()))?,
             stage,
+            base,
         };
         if cur.attempt == l.attempt && cur.job.is_final() {
             return Err(QueueError::Finished {
@@ -355,10 +384,10 @@ impl SqliteQueue {
     /// Reclaims the tasks whose lease passed: retried, or failing their job at the last attempt.
     fn reap(&self, tx: &Transaction, now: u64) -> Result<usize, QueueError> {
         let what = || "expire leases".to_string();
-        let expired: Vec<(String, u32, u32, Option<String>)> = {
+        let expired: Vec<(String, u32, u32, Option<String>, u32)> = {
             let mut st = tx
                 .prepare(
-                    "SELECT t.job, t.idx, t.attempt, t.worker FROM tasks t JOIN jobs j ON j.id = t.job
+                    "SELECT t.job, t.idx, t.attempt, t.worker, t.base FROM tasks t JOIN jobs j ON j.id = t.job
                      WHERE t.state = 'leased' AND t.lease_until_ms <= ?1
                        AND j.state IN ('queued', 'running')
                      ORDER BY j.seq, t.idx",
@@ -366,12 +395,12 @@ impl SqliteQueue {
                 .context(what)?;
             let rows = st
                 .query_map(params![sql_ms(now)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .context(what)?;
             rows.collect::<rusqlite::Result<_>>().context(what)?
         };
-        for (job, idx, attempt, worker) in &expired {
+        for (job, idx, attempt, worker, base) in &expired {
             let worker = worker.as_deref().unwrap_or("?");
             let why = format!("lease expired (worker {worker})");
             record(
@@ -380,8 +409,8 @@ impl SqliteQueue {
                 now,
             )?;
             tracing::warn!(target: "service", job, task = idx, attempt, worker, "lease expired: task reclaimed");
-            if *attempt >= self.settings.max_attempts {
-                self.last_failure(tx, job, *idx, *attempt, &why, now)?;
+            if attempt.saturating_sub(*base) >= self.settings.max_attempts {
+                self.last_failure(tx, job, *idx, (*attempt, *base), &why, now)?;
             } else {
                 tx.execute(
                     "UPDATE tasks SET state = 'pending', available_ms = ?3, error = ?4
@@ -400,12 +429,13 @@ impl SqliteQueue {
         tx: &Transaction,
         job: &str,
         idx: u32,
-        attempt: u32,
+        (attempt, base): (u32, u32),
         why: &str,
         now: u64,
     ) -> Result<(), QueueError> {
         let reason = format!(
-            "task {idx} failed {attempt} of {} attempts: {why}",
+            "task {idx} failed {} of {} attempts: {why}",
+            attempt.saturating_sub(base),
             self.settings.max_attempts
         );
         self.fail_task_and_job(tx, job, idx, attempt, why, &reason, now)
@@ -658,12 +688,13 @@ impl Queue for SqliteQueue {
         let reason = clip(reason);
         let what = || format!("fail job {} task {}", lease.job, lease.task);
         self.tx(what, |tx, now| {
-            self.fence(tx, lease)?;
-            if lease.attempt >= self.settings.max_attempts {
-                self.last_failure(tx, &lease.job, lease.task, lease.attempt, reason, now)?;
+            let cur = self.fence(tx, lease)?;
+            let round = lease.attempt.saturating_sub(cur.base);
+            if round >= self.settings.max_attempts {
+                self.last_failure(tx, &lease.job, lease.task, (lease.attempt, cur.base), reason, now)?;
                 return Ok(JobState::Failed);
             }
-            let at = now.saturating_add(ms(backoff(&self.settings, lease.attempt)));
+            let at = now.saturating_add(ms(backoff(&self.settings, round)));
             tx.execute(
                 "UPDATE tasks SET state = 'pending', available_ms = ?3, error = ?4
                  WHERE job = ?1 AND idx = ?2",
@@ -724,6 +755,44 @@ impl Queue for SqliteQueue {
         })
     }
 
+    fn retry(&self, job: &str) -> Result<bool, QueueError> {
+        let what = || format!("retry job {job}");
+        self.tx(what, |tx, now| {
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM jobs WHERE id = ?1", params![job], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .context(what)?;
+            let Some(state) = state else {
+                return Err(QueueError::NotFound(job.to_string()));
+            };
+            let state = job_state(&state).ok_or_else(|| corrupt(what()))?;
+            if !matches!(state, JobState::Failed | JobState::Cancelled) {
+                return Ok(false);
+            }
+            // The attempt numbers go on (a worker of the old round stays fenced out); only the
+            // count against `max_attempts` starts again, from `base`.
+            let n = tx
+                .execute(
+                    "UPDATE tasks SET state = 'pending', base = attempt, available_ms = ?2,
+                                      progress = 0, error = NULL, lease_until_ms = NULL
+                     WHERE job = ?1 AND state IN ('failed', 'cancelled')",
+                    params![job, sql_ms(now)],
+                )
+                .context(what)?;
+            tx.execute(
+                "UPDATE jobs SET state = 'queued', reason = NULL, updated_ms = ?2 WHERE id = ?1",
+                params![job, sql_ms(now)],
+            )
+            .context(what)?;
+            let n = n.to_string();
+            record(tx, Ev::job(job, EventKind::Retried, Some(&n)), now)?;
+            tracing::info!(target: "service", job, tasks = %n, "job retried");
+            Ok(true)
+        })
+    }
+
     fn job(&self, job: &str) -> Result<Option<JobInfo>, QueueError> {
         let what = || format!("read job {job}");
         self.tx(what, |tx, _| {
@@ -740,7 +809,7 @@ impl Queue for SqliteQueue {
             };
             let mut st = tx
                 .prepare(
-                    "SELECT idx, stage, state, attempt, worker, progress, error FROM tasks
+                    "SELECT idx, stage, state, attempt - base, worker, progress, error FROM tasks
                      WHERE job = ?1 ORDER BY idx",
                 )
                 .context(what)?;

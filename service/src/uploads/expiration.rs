@@ -28,9 +28,10 @@ pub(super) async fn sweeper(up: Arc<Uploads>) {
     }
 }
 
-/// One pass: deletes expired incomplete uploads, completes fully received ones. Uploads a
-/// request holds are left for the next pass.
+/// One pass: deletes expired incomplete uploads, completes fully received ones, finishes the
+/// deletions of videos (`crate::videos`). Uploads a request holds are left for the next pass.
 pub(super) async fn sweep(up: &Arc<Uploads>) {
+    crate::videos::sweep_deletions(up).await;
     let now = now_s();
     for (id, e) in up.entries() {
         let (state, length, expires) = {

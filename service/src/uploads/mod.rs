@@ -85,15 +85,17 @@ impl Entry {
 
 /// What the upload handlers share.
 pub struct Uploads {
-    store: Store,
-    tokens: Tokens,
+    pub(crate) store: Store,
+    pub(crate) tokens: Tokens,
     max_size: u64,
     expiration: Duration,
     /// The origin's package ROOT (canonical): packages go to `ROOT/<principal>/<name>`.
-    root: PathBuf,
-    queue: Arc<SqliteQueue>,
-    locker: Arc<dyn Locker>,
-    metrics: UploadMetrics,
+    pub(crate) root: PathBuf,
+    /// `data_dir` (canonical).
+    pub(crate) data_dir: PathBuf,
+    pub(crate) queue: Arc<SqliteQueue>,
+    pub(crate) locker: Arc<dyn Locker>,
+    pub(crate) metrics: UploadMetrics,
     index: Mutex<HashMap<String, Arc<Entry>>>,
     expired: Mutex<HashSet<String>>,
     crash_after_complete: bool,
@@ -184,11 +186,18 @@ impl Uploads {
             tracing::warn!(target: "service", "ingest is on but no upload_tokens are configured: every upload is refused");
         }
         let metrics = UploadMetrics::new(&origin.metrics)?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(|e| bad(format!("cannot open {}: {e}", data_dir.display())))?;
+        // Deletions a crash interrupted are finished first; a video whose deletion is pending
+        // is never loaded.
+        let deleting = crate::videos::finish_deletions(&data_dir, &store, &queue)
+            .map_err(|e| bad(format!("cannot finish pending deletions: {e}")))?;
         let loaded = store
             .load_all()
             .map_err(|e| bad(format!("cannot read the uploads: {e}")))?;
         let mut index = HashMap::new();
-        for l in loaded {
+        for l in loaded.into_iter().filter(|l| !deleting.contains(&l.id)) {
             if l.info.state == UploadState::Incomplete {
                 metrics.in_progress.inc();
             }
@@ -200,6 +209,7 @@ impl Uploads {
             max_size: config.upload_max_size,
             expiration: Duration::from_secs(config.upload_expiration_s),
             root: origin.root.path().to_path_buf(),
+            data_dir: data_dir.clone(),
             queue: Arc::new(queue),
             locker: Arc::new(lock::InProcess::default()),
             metrics,
@@ -238,11 +248,11 @@ impl Uploads {
         actix_web::rt::spawn(expiration::sweeper(self.clone()));
     }
 
-    fn index(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+    pub(crate) fn index(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn entries(&self) -> Vec<(String, Arc<Entry>)> {
+    pub(crate) fn entries(&self) -> Vec<(String, Arc<Entry>)> {
         self.index()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -329,7 +339,7 @@ impl Uploads {
             .fold(0u64, u64::saturating_add)
     }
 
-    fn job_of(&self, id: &str, info: &Info) -> VideoJob {
+    pub(crate) fn job_of(&self, id: &str, info: &Info) -> VideoJob {
         VideoJob {
             video: id.to_string(),
             principal: info.principal.clone(),

@@ -203,7 +203,7 @@ fn info_json(info: &Info) -> io::Result<Vec<u8>> {
 }
 
 /// Replaces `dir/name` with `bytes` durably: temporary file, fsync, rename, fsync of `dir`.
-fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -212,7 +212,7 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
