@@ -7,8 +7,8 @@ pub mod plan;
 pub mod serve;
 pub mod shard;
 pub mod sign;
-pub mod worker;
 pub mod upload;
+pub mod worker;
 
 use std::path::PathBuf;
 
