@@ -17,7 +17,7 @@ fn an_upload_becomes_a_package_that_hls_js_and_dash_js_play() {
     // short (not a multiple of the 4 s segment).
     let src = common::fixture("1080p30", 13);
     let bytes = std::fs::read(&src).unwrap();
-    let ing = Ingest::start(&[token_spec("alice", "tok-a", "")], &[]);
+    let ing = Ingest::start(&[token_spec("alice", "tok-a", "")], &["--job-workers", "1"]);
 
     let loc = ing.created("tok-a", bytes.len() as u64, "holiday");
     let id = loc.rsplit('/').next().unwrap().to_string();
@@ -156,7 +156,10 @@ fn encoding(j: &JobInfo) -> bool {
 fn the_job_survives_a_sigterm_and_a_sigkill_of_the_single_box() {
     let src = common::fixture("1080p30", 13);
     // A short lease: after the SIGKILL the restarted server's worker reclaims the shard soon.
-    let mut ing = Ingest::start(&[token_spec("alice", "tok-a", "")], &["--job-lease", "3"]);
+    let mut ing = Ingest::start(
+        &[token_spec("alice", "tok-a", "")],
+        &["--job-workers", "1", "--job-lease", "3"],
+    );
     let id = upload(&ing, &src, "trip");
     let q = ing.queue();
 

@@ -59,7 +59,8 @@ pub struct Config {
         hide_env_values = true
     )]
     pub upload_tokens: Vec<String>,
-    /// Packaging workers run in-process by `abr serve --ingest` (`service::worker::spawn_pool`).
+    /// Packaging workers run in-process by `abr serve --ingest` (`service::worker::spawn_pool`);
+    /// 0 = none: the jobs are run by `abr worker` processes on the same data directory.
     #[arg(long, env = "ABR_JOB_WORKERS")]
     pub job_workers: usize,
     /// Lease of a claimed packaging task, seconds: a worker that stops renewing loses the task
@@ -124,8 +125,8 @@ impl Config {
         for t in &self.upload_tokens {
             crate::uploads::auth::Token::parse(t).map_err(ServiceError::Config)?;
         }
-        if self.job_workers == 0 || self.job_lease_s == 0 || self.job_max_attempts == 0 {
-            return bad("job_workers, job_lease_s and job_max_attempts must be at least 1".into());
+        if self.job_lease_s == 0 || self.job_max_attempts == 0 {
+            return bad("job_lease_s and job_max_attempts must be at least 1".into());
         }
         Ok(())
     }

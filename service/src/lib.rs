@@ -44,7 +44,11 @@ pub fn extension(
             .map_err(|e| {
                 ServiceError::Uploads(format!("cannot start the packaging workers: {e}"))
             })?;
-        tracing::info!(target: "service", workers = ?pool.ids(), "packaging workers started");
+        if config.job_workers == 0 {
+            tracing::info!(target: "service", "no packaging workers in this process (job_workers = 0): run `abr worker --data-dir` on this data directory");
+        } else {
+            tracing::info!(target: "service", workers = ?pool.ids(), "packaging workers started");
+        }
         // At the server's SIGTERM/SIGINT (it drains meanwhile), running shards are aborted and
         // their attempts failed as "worker stopped", so another worker or the next start takes
         // them at once instead of after the lease.

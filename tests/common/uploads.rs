@@ -82,6 +82,11 @@ impl Ingest {
             "--log-format".into(),
             "json".into(),
         ];
+        // No packaging workers unless the test asks: most upload tests send bytes that are not
+        // media, and check the job the upload made before anything runs it.
+        if !extra.iter().any(|a| a.starts_with("--job-workers")) {
+            args.extend(["--job-workers".into(), "0".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut me = Ingest {
             server: None,
