@@ -244,7 +244,7 @@ def report(d):
         if src_s:
             v = statistics.median([r["to_playable_s"] for k, t, s, r in play])
             p(f"\n- **Median last byte → playable: {v:.1f} s for a {src_s:.0f} s source "
-              f"({v / src_s:.2f}× real time, i.e. {src_s / v:.2f}× faster than real time).**\n")
+              f"= {v / src_s:.2f}× the source's duration.**\n")
     p("## Commands\n")
     p("```sh")
     with open(os.path.join(d, "commands.txt")) as f:
