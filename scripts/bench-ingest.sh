@@ -17,6 +17,9 @@
 #               fresh server per run. ROUNDS interleaved rounds (odd: abr then tus, even: tus then
 #               abr). Per run: MB/s (client start → last PATCH's response), the server's CPU and
 #               peak RSS (/proc), the client's CPU (scripts/bench/measure.py). Medians, abr/tus.
+#               Each round then measures the local write ceilings of both durability models
+#               (scripts/bench/ingest.py disk: the file copied in 1 MiB writes with no fsync,
+#               and with abr's commit — fdatasync + durable offset file — every CHUNK bytes).
 #   memory      abr's VmHWM during a LARGE (default 4G) upload vs a SMALL (default 100M) one, a
 #               fresh server each; ratio (target <= 1.10).
 #   playable    a PLAY_S (default 60) s fixtures/make.sh PLAY_SHAPE (default 1080p30; mezz1080
@@ -257,6 +260,12 @@ if want throughput; then
       upload_run throughput "r$r" "$s" "$SRC" "thr-r$r-$s"
       if ((r == ROUNDS)); then check_stored "$s" "$SRC"; fi
     done
+    fresh
+    for m in none chunk; do # the local write ceiling of each durability model
+      log "  disk-r$r-$m: $(python3 "$HELP" disk "$RUNS/disk-r$r-$m.json" "$SRC" "$STORE/disk" "$CHUNK" "$m")"
+      printf 'disk\tr%s\t-\t%s\n' "$r" "$RUNS/disk-r$r-$m.json" >>"$OUT/runs.tsv"
+    done
+    cmd "python3 scripts/bench/ingest.py disk OUT.json ${SRC#"$REPO"/} target/bench/ingest/store/disk $CHUNK none|chunk"
   done
   fresh
 fi

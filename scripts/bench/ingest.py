@@ -15,6 +15,8 @@
   ingest.py merge OUT MEASURE_JSON UPLOAD_LOG PROC_JSON
       one run's JSON: the driver's last line (bytes, seconds), the client's CPU and peak RSS
       (measure.py) and the server's /proc figures (PROC_JSON, from `proc`).
+  ingest.py disk OUT SRC DIR CHUNK none|chunk
+      the local write ceiling of each durability model (no network, no server): see disk().
   ingest.py report DIR
       the Markdown report from DIR/runs.tsv, DIR/runs/*.json and the BENCH_* environment.
 """
@@ -85,6 +87,48 @@ def merge(out, measure, upload_log, proc_json):
         json.dump(res, f)
     print(f"{res['bytes'] / res['seconds'] / 1e6:.1f} MB/s, server peak RSS "
           f"{res['server_hwm_kb'] / 1024:.1f} MiB, server CPU {res['server_cpu_s']:.2f} s")
+
+
+def disk(out, src, d, chunk, mode):
+    """Local write ceiling: SRC copied into D/disk.bin in 1 MiB writes (abr's WRITE_BUF), with
+    mode "none": no fsync (@tus/file-store's model), or "chunk": after every CHUNK bytes an
+    fdatasync of the data, then an 8-byte offset file replaced (write, fsync, rename, fsync of
+    the directory) — abr's commit per PATCH of CHUNK bytes. Prints MB/s and the seconds."""
+    chunk = int(chunk)
+    os.makedirs(d, exist_ok=True)
+    dst = os.path.join(d, "disk.bin")
+    buf = 1 << 20
+    t0 = time.monotonic()
+    total = 0
+    since = 0
+    dfd = os.open(d, os.O_RDONLY)
+    with open(src, "rb", buffering=0) as fi, open(dst, "wb", buffering=0) as fo:
+        while True:
+            b = fi.read(buf)
+            if not b:
+                break
+            fo.write(b)
+            total += len(b)
+            since += len(b)
+            if mode == "chunk" and since >= chunk:
+                since = 0
+                os.fdatasync(fo.fileno())
+                tmp = os.path.join(d, "offset.tmp")
+                with open(tmp, "w") as f:
+                    f.write(str(total))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, os.path.join(d, "offset"))
+                os.fsync(dfd)
+        if mode == "chunk":
+            os.fdatasync(fo.fileno())
+    os.close(dfd)
+    s = time.monotonic() - t0
+    os.unlink(dst)
+    res = {"mode": mode, "bytes": total, "seconds": round(s, 3), "chunk": chunk}
+    with open(out, "w") as f:
+        json.dump(res, f)
+    print(f"{total / s / 1e6:.1f} MB/s")
 
 
 def playable(argv):
@@ -205,6 +249,27 @@ def report(d):
           "no `fsync`/`fdatasync` appears anywhere in `@tus/server`, `@tus/file-store` or "
           "`@tus/utils`. After a power loss tus may report an offset whose bytes are gone; abr "
           "may not. abr therefore does strictly more work per chunk here.\n")
+    dk = [r for r in rows if r[0] == "disk"]
+    if dk:
+        p("### Local write ceilings (same window, no network, no server)\n")
+        p("The same file copied by Python into the same filesystem in 1 MiB writes: `none` = no "
+          "fsync (@tus/file-store's model); `chunk` = after every chunk an fdatasync of the data "
+          "and an offset file replaced durably (write, fsync, rename, fsync of the directory): "
+          "abr's commit per PATCH. One of each per round, after the two uploads.\n")
+        p("| round | none MB/s | chunk MB/s |")
+        p("|---|---:|---:|")
+        ceil = {"none": [], "chunk": []}
+        for t in sorted({t for k, t, s_, r in dk}):
+            v = {r["mode"]: mb(r) for k, tt, s_, r in dk if tt == t}
+            for m_ in v:
+                ceil[m_].append(v[m_])
+            p(f"| {t} | {v.get('none', 0):.1f} | {v.get('chunk', 0):.1f} |")
+        if ceil["none"] and ceil["chunk"] and thr:
+            cn, cc = statistics.median(ceil["none"]), statistics.median(ceil["chunk"])
+            p(f"\n- Medians: no fsync {cn:.1f} MB/s, fsync per chunk {cc:.1f} MB/s "
+              f"(ratio {cc / cn:.2f}). abr's upload median is {med['abr'] / cc * 100:.0f} % of "
+              f"the fsync-per-chunk ceiling; @tus/server's is {med['tus'] / cn * 100:.0f} % of "
+              "the no-fsync ceiling.\n")
     mem = [r for r in rows if r[0] == "memory"]
     if mem:
         p("## abr memory: large vs small upload\n")
@@ -259,6 +324,8 @@ def main():
     c, rest = sys.argv[1], sys.argv[2:]
     if c == "gen":
         gen(*rest)
+    elif c == "disk":
+        disk(*rest)
     elif c == "merge":
         merge(*rest)
     elif c == "proc":
