@@ -95,13 +95,7 @@ fn upload_survives_sigkills(client: &str, name: &str, seed: u64) {
             }
         })
     };
-    wait_until(
-        Duration::from_secs(30),
-        "the client creates its upload",
-        || s.upload_ids().len() == 1,
-    );
-    let id = s.upload_ids()[0].clone();
-    let path = format!("/api/v1/uploads/{id}");
+    let (id, path) = s.wait_single_upload();
     let data = s.data_file(&id);
     // The poller: HEAD, then the file's size (which only shrinks back to a durable offset, never
     // below one already reported).

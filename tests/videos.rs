@@ -345,13 +345,7 @@ fn abr_upload_resumes_after_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "the client creates its upload",
-        || s.upload_ids().len() == 1,
-    );
-    let id = s.upload_ids()[0].clone();
-    let path = format!("/api/v1/uploads/{id}");
+    let (id, path) = s.wait_single_upload();
     wait_until(Duration::from_secs(60), "the upload reaches 16 MiB", || {
         s.offset(&path, ALICE) >= 16 << 20
     });
@@ -511,13 +505,7 @@ fn abr_upload_retries_across_a_server_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "the client creates its upload",
-        || s.upload_ids().len() == 1,
-    );
-    let id = s.upload_ids()[0].clone();
-    let path = format!("/api/v1/uploads/{id}");
+    let (id, path) = s.wait_single_upload();
     wait_until(Duration::from_secs(60), "the upload reaches 16 MiB", || {
         s.offset(&path, ALICE) >= 16 << 20
     });

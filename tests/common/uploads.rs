@@ -264,6 +264,18 @@ impl Ingest {
         self.tus("PATCH", path, Some(token), &h, body)
     }
 
+    /// Waits until a client has created this server's one upload; returns its id and path.
+    pub fn wait_single_upload(&self) -> (String, String) {
+        super::origin::wait_until(
+            std::time::Duration::from_secs(30),
+            "the client creates its upload",
+            || self.upload_ids().len() == 1,
+        );
+        let id = self.upload_ids()[0].clone();
+        let path = format!("/api/v1/uploads/{id}");
+        (id, path)
+    }
+
     /// HEAD's Upload-Offset (asserting 200).
     pub fn offset(&self, path: &str, token: &str) -> u64 {
         let r = self.tus("HEAD", path, Some(token), &[], b"");

@@ -501,12 +501,15 @@ impl SqliteQueue {
         Ok(())
     }
 
+    /// The state of `job` ([`QueueError::NotFound`] when there is no such job).
     fn job_state_of(tx: &Transaction, job: &str) -> Result<JobState, QueueError> {
-        let s: String = tx
+        let s: Option<String> = tx
             .query_row("SELECT state FROM jobs WHERE id = ?1", params![job], |r| {
                 r.get(0)
             })
+            .optional()
             .context(|| format!("state of job {job}"))?;
+        let s = s.ok_or_else(|| QueueError::NotFound(job.to_string()))?;
         job_state(&s).ok_or_else(|| corrupt(format!("state of job {job}")))
     }
 }
@@ -737,16 +740,7 @@ impl Queue for SqliteQueue {
         let reason = clip(reason);
         let what = || format!("cancel job {job}");
         self.tx(what, |tx, now| {
-            let state: Option<String> = tx
-                .query_row("SELECT state FROM jobs WHERE id = ?1", params![job], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .context(what)?;
-            let Some(state) = state else {
-                return Err(QueueError::NotFound(job.to_string()));
-            };
-            if job_state(&state).ok_or_else(|| corrupt(what()))?.is_final() {
+            if Self::job_state_of(tx, job)?.is_final() {
                 return Ok(false);
             }
             end_job(tx, job, JobState::Cancelled, Some(reason), now)?;
@@ -758,16 +752,7 @@ impl Queue for SqliteQueue {
     fn retry(&self, job: &str) -> Result<bool, QueueError> {
         let what = || format!("retry job {job}");
         self.tx(what, |tx, now| {
-            let state: Option<String> = tx
-                .query_row("SELECT state FROM jobs WHERE id = ?1", params![job], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .context(what)?;
-            let Some(state) = state else {
-                return Err(QueueError::NotFound(job.to_string()));
-            };
-            let state = job_state(&state).ok_or_else(|| corrupt(what()))?;
+            let state = Self::job_state_of(tx, job)?;
             if !matches!(state, JobState::Failed | JobState::Cancelled) {
                 return Ok(false);
             }
