@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::origin::{assert_plays, node_json, sha256sum};
+use common::origin::{assert_page_plays, assert_plays, sha256sum};
 use common::uploads::{token_spec, Ingest};
 use service::queue::{EventKind, JobInfo, JobState, Queue, SqliteQueue, TaskState};
 
@@ -96,18 +96,7 @@ fn an_upload_becomes_a_package_that_hls_js_and_dash_js_play() {
             v["played"], v["renditionsVisited"], v["renditionsTotal"]
         );
         // The origin's own player page of the nested package.
-        let page = server.url("/play/alice/holiday");
-        let (st, v, stderr) = node_json("playpage.mjs", &["--url", &page, "--player", player]);
-        assert!(
-            st.success() && v["ok"] == true,
-            "{player} page failed: {v}\n{stderr}"
-        );
-        assert!(
-            v["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
-            "{player}: {v}"
-        );
-        assert_eq!(v["pageErrors"], serde_json::json!([]), "{player}: {v}");
-        assert_eq!(v["httpErrors"], serde_json::json!([]), "{player}: {v}");
+        assert_page_plays(&server.url("/play/alice/holiday"), player);
     }
 }
 

@@ -398,6 +398,23 @@ pub fn node_json(
     (o.status, v, stderr)
 }
 
+/// Plays the origin's player page `page_url` with `playpage.mjs` (headless Chromium, `player`
+/// hls or dash); asserts success, ≥ 3 s advanced, no page or HTTP error. Returns the result.
+pub fn assert_page_plays(page_url: &str, player: &str) -> serde_json::Value {
+    let (st, v, stderr) = node_json("playpage.mjs", &["--url", page_url, "--player", player]);
+    assert!(
+        st.success() && v["ok"] == true,
+        "{player} page failed: {v}\n{stderr}"
+    );
+    assert!(
+        v["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
+        "{player}: {v}"
+    );
+    assert_eq!(v["pageErrors"], serde_json::json!([]), "{player}: {v}");
+    assert_eq!(v["httpErrors"], serde_json::json!([]), "{player}: {v}");
+    v
+}
+
 /// Plays `manifest_url` with `play.mjs` (hls.js or dash.js in headless Chromium, page on its own
 /// port) for 6.5 s, visiting every video rendition, plus `extra` play.mjs arguments; asserts
 /// success, ≥ 3 renditions all visited, ≥ 6 s played and no HTTP error. Returns the result.
