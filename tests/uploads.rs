@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::origin::parse_response;
+use common::origin::{free_port, parse_response};
 use common::origin::{sha256sum, wait_until};
 use common::uploads::{
     b64, client_command, json_line, source_file, token_spec, Ingest, OCTETS, TUS,
@@ -585,4 +585,83 @@ fn completion_makes_exactly_one_job_across_crashes() {
     assert!(!s.uploads_dir().join(&id).exists());
     let job = s.queue().job(&id).unwrap().unwrap();
     assert_eq!(job.state, service::queue::JobState::Cancelled);
+}
+
+/// tus-js-client in Chromium on a page of another origin: the browser's preflights for POST
+/// and PATCH (tus headers, Authorization) pass for an allowed origin, it reads Location and
+/// Upload-Offset, and the stored bytes are the page's; an origin not in `cors_origins` is
+/// refused by the browser before any byte is stored.
+#[test]
+fn a_browser_on_another_origin_uploads_with_tus_js_client() {
+    let (app, evil) = (free_port(), free_port());
+    let app_origin = format!("http://127.0.0.1:{app}");
+    let s = Ingest::start(&tokens(), &["--cors-origins", &app_origin]);
+    let run = |port: u16, name: &str| {
+        let out = std::process::Command::new("node")
+            .arg(common::root().join("tests/tus/browser-cors.mjs"))
+            .args([
+                "--endpoint",
+                &s.endpoint(),
+                "--token",
+                ALICE,
+                "--name",
+                name,
+            ])
+            .args(["--page-port", &port.to_string()])
+            .output()
+            .expect("run node");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v = json_line(&text, "ok")
+            .unwrap_or_else(|| panic!("browser-cors.mjs printed no result:\n{text}\n{err}"));
+        (out.status.code(), v, err)
+    };
+
+    let (code, v, err) = run(app, "from-app");
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    let url = v["url"].as_str().unwrap();
+    let id = url.rsplit('/').next().unwrap();
+    assert!(url.starts_with(&s.endpoint()), "{url}");
+    assert_eq!(
+        sha256sum(&s.data_file(id)),
+        v["sha256"].as_str().unwrap(),
+        "stored bytes"
+    );
+    assert_eq!(s.info(id)["state"], "complete", "{}", s.info(id));
+
+    let before = s.upload_ids().len();
+    let (code, v, err) = run(evil, "from-evil");
+    assert_eq!(code, Some(1), "{v}\n{err}");
+    assert!(err.contains("CORS"), "not refused for CORS: {err}");
+    assert_eq!(s.upload_ids().len(), before, "an upload was created: {v}");
+
+    // The preflight as the browser sent it, and what the server answered.
+    let r = s.tus(
+        "OPTIONS",
+        "/api/v1/uploads/x",
+        None,
+        &[
+            ("Origin", &app_origin),
+            ("Access-Control-Request-Method", "PATCH"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,tus-resumable,upload-offset,content-type",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some(app_origin.as_str())
+    );
+    let allowed = r.header("access-control-allow-headers").unwrap_or_default();
+    for h in [
+        "Authorization",
+        "Tus-Resumable",
+        "Upload-Offset",
+        "Upload-Checksum",
+    ] {
+        assert!(allowed.contains(h), "{h} not in {allowed}");
+    }
 }

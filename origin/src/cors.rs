@@ -60,9 +60,15 @@ impl Cors {
         }
         if let Some(allow) = self.allowed(origin) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            // A handler's own list (the tus headers of uploads) comes first, then ours.
+            let own = headers
+                .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .and_then(|v| HeaderValue::from_str(&format!("{v}, {EXPOSE_HEADERS}")).ok());
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSE_HEADERS),
+                own.unwrap_or(HeaderValue::from_static(EXPOSE_HEADERS)),
             );
         }
     }
@@ -133,6 +139,17 @@ mod tests {
             let h = applied(&cors, origin, &["Accept-Encoding"]);
             assert_eq!(vary(&h), ["Accept-Encoding"]);
         }
+        // A handler's own expose list is kept, ours appended.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Location, Upload-Offset"),
+        );
+        cors.apply(None, &mut h);
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).unwrap(),
+            format!("Location, Upload-Offset, {EXPOSE_HEADERS}").as_str()
+        );
         // "*" anywhere in the list wins.
         let cors = Cors::new(&["http://a.example".into(), "*".into()]);
         assert_eq!(acao(&applied(&cors, None, &[])), Some("*"));

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# scripts/cluster/cluster.sh up|down|status|roll|kill-node I|restart-node I
+# scripts/cluster/cluster.sh up|down|status|roll|kill-node I|restart-node I|kill-worker I|
+#                            restart-worker I|stop-redis|start-redis
 #
 # A local multi-node deployment on 127.0.0.1 (docs/CLUSTER.md): N `abr serve` nodes, one
-# redis-server and one nginx load balancer (scripts/cluster/nginx.conf.in). Every process it
-# starts is recorded by pid in the state dir and stopped by that pid; nothing is stopped by name.
+# redis-server and one nginx load balancer (scripts/cluster/nginx.conf.in); with ingest on, the
+# nodes also take uploads and K `abr worker` processes package them, all on one shared data
+# directory with the jobs in Redis. Every process it starts is recorded by pid in the state dir
+# and stopped by that pid; nothing is stopped by name.
 #
 #   up              start redis, the nodes (waiting for /readyz 200 on each), then nginx (waiting
 #                   for /healthz through it); prints a last line
@@ -18,6 +21,10 @@
 #                   fail_timeout pass, next node. Rebuild ABR_BIN first to deploy a new binary.
 #   kill-node I     SIGKILL node I (failure drills).
 #   restart-node I  start node I again (it must be down), wait for /readyz 200.
+#   kill-worker I   SIGKILL packaging worker I (failure drills; its task's lease then passes).
+#   restart-worker I start worker I again (it must be down), wait for it to run.
+#   stop-redis      SIGTERM redis-server (it writes its append-only file), wait for it to exit.
+#   start-redis     start redis-server again on the same port and directory (it must be down).
 #
 # Settings (environment, read by `up`; later commands reuse what `up` recorded in
 # $CLUSTER_DIR/cluster.env, so only CLUSTER_DIR matters for them):
@@ -36,11 +43,21 @@
 #   CLUSTER_RATE_BURST      per-client burst (200)
 #   CLUSTER_EXTRA_ARGS      more `abr serve` flags for every node, split on spaces ('')
 #   CLUSTER_WORKERS         nginx worker processes (2)
+#   CLUSTER_INGEST          1: the nodes serve the video service (`--ingest`: uploads, videos,
+#                           the library page) with their jobs in Redis, and CLUSTER_JOB_WORKERS
+#                           `abr worker` processes package them; needs CLUSTER_REDIS=1 (0)
+#   CLUSTER_DATA_DIR        the shared data directory (uploads, staging) (CLUSTER_DIR/data)
+#   CLUSTER_UPLOAD_TOKENS   upload tokens, `PRINCIPAL:SHA256HEX[:MAX[:QUOTA]]`, comma-separated ('')
+#   CLUSTER_JOB_WORKERS     `abr worker` processes with ingest (2)
+#   CLUSTER_WORKER_ARGS     more `abr worker` flags, split on spaces ('')
 # Relative paths given in the environment are taken from the current directory; the defaults
 # from the repository root.
 #
 # Logs (appended): $CLUSTER_DIR/node<i>.log (the node's JSON access and app logs, stderr),
-# redis.log, nginx-error.log, nginx-access.log (JSON lines), nginx.out (nginx's own output).
+# redis.log, nginx-error.log, nginx-access.log (JSON lines), nginx.out (nginx's own output),
+# worker<i>.log (abr worker).
+# Redis keeps the jobs with ingest on, and the playback state: it runs with its append-only file
+# (appendfsync always: what Redis acknowledged survives a crash of Redis) in CLUSTER_DIR.
 # Exit status: 0 success, 1 failure, 2 usage error; status: 3 when nothing runs.
 set -euo pipefail
 
@@ -77,8 +94,13 @@ settings_from_env() {
   RATE_BURST=${CLUSTER_RATE_BURST:-200}
   EXTRA_ARGS=${CLUSTER_EXTRA_ARGS:-}
   WORKERS=${CLUSTER_WORKERS:-2}
+  INGEST=${CLUSTER_INGEST:-0}
+  if [[ -n ${CLUSTER_DATA_DIR:-} ]]; then DATA_DIR=$(abs_env "$CLUSTER_DATA_DIR" .); else DATA_DIR=$CLUSTER_DIR/data; fi
+  UPLOAD_TOKENS=${CLUSTER_UPLOAD_TOKENS:-}
+  JOB_WORKERS=${CLUSTER_JOB_WORKERS:-2}
+  WORKER_ARGS=${CLUSTER_WORKER_ARGS:-}
   local v
-  for v in NODES PORT BASE_PORT REDIS_PORT RATE_LIMIT RATE_BURST WORKERS; do
+  for v in NODES PORT BASE_PORT REDIS_PORT RATE_LIMIT RATE_BURST WORKERS JOB_WORKERS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$(env_name "$v") must be a non-negative integer, got '${!v}'"
   done
   ((NODES >= 1 && NODES <= 64)) || die "CLUSTER_NODES must be 1..64, got $NODES"
@@ -89,17 +111,24 @@ settings_from_env() {
   ((BASE_PORT >= 1 && BASE_PORT + NODES - 1 <= 65535)) ||
     die "CLUSTER_NODE_BASE_PORT + CLUSTER_NODES - 1 must be a port (at most 65535)"
   [[ $REDIS == 0 || $REDIS == 1 ]] || die "CLUSTER_REDIS must be 0 or 1, got '$REDIS'"
+  [[ $INGEST == 0 || $INGEST == 1 ]] || die "CLUSTER_INGEST must be 0 or 1, got '$INGEST'"
+  if [[ $INGEST == 1 && $REDIS == 0 ]]; then
+    die "CLUSTER_INGEST=1 needs CLUSTER_REDIS=1 (the nodes and workers share the jobs in Redis)"
+  fi
+  if [[ $INGEST == 0 ]]; then JOB_WORKERS=0; fi
 }
 env_name() {
   case $1 in
     NODES) echo CLUSTER_NODES ;; PORT) echo CLUSTER_PORT ;; BASE_PORT) echo CLUSTER_NODE_BASE_PORT ;;
     REDIS_PORT) echo CLUSTER_REDIS_PORT ;; RATE_LIMIT) echo CLUSTER_RATE_LIMIT ;;
-    RATE_BURST) echo CLUSTER_RATE_BURST ;; WORKERS) echo CLUSTER_WORKERS ;; *) echo "$1" ;;
+    RATE_BURST) echo CLUSTER_RATE_BURST ;; WORKERS) echo CLUSTER_WORKERS ;;
+    JOB_WORKERS) echo CLUSTER_JOB_WORKERS ;; *) echo "$1" ;;
   esac
 }
 
 save_settings() {
-  save_vars "$ENV_FILE" BIN NODES ROOT PORT BASE_PORT REDIS REDIS_PORT RATE_LIMIT RATE_BURST EXTRA_ARGS WORKERS
+  save_vars "$ENV_FILE" BIN NODES ROOT PORT BASE_PORT REDIS REDIS_PORT RATE_LIMIT RATE_BURST EXTRA_ARGS WORKERS \
+    INGEST DATA_DIR UPLOAD_TOKENS JOB_WORKERS WORKER_ARGS
 }
 
 # Returns 1 when no cluster was ever started from this state dir.
@@ -120,6 +149,7 @@ is_ours() { # NAME PID: the process is alive and is that component
   cl=$(cmdline_of "$pid")
   case $name in
     node*) [[ $cl == *" serve "* && $cl == *"--listen $(node_listen "${name#node}") "* ]] ;;
+    worker*) [[ $cl == *" worker "* && $cl == *"--data-dir $DATA_DIR "* ]] ;;
     redis) [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* && $cl == *":$REDIS_PORT"* ]] ;;
     nginx) [[ $cl == *"nginx: master process"* && $cl == *"$CLUSTER_DIR/nginx.conf"* ]] ;;
     *) return 1 ;;
@@ -145,9 +175,11 @@ start_redis() {
   command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-tools), or set CLUSTER_REDIS=0"
   port_free "$REDIS_PORT" || die "port $REDIS_PORT (redis) is in use; set CLUSTER_REDIS_PORT"
   log "starting redis-server on 127.0.0.1:$REDIS_PORT"
-  # No persistence (--save '', no AOF): the state is disposable. --dir keeps any file in the state dir.
-  setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    --daemonize no --dir "$CLUSTER_DIR" --logfile '' </dev/null >>"$log" 2>&1 9>&- &
+  # Jobs live in Redis: the append-only file, fsynced before each write is acknowledged, so a
+  # stopped or crashed Redis comes back with every job it acknowledged (no RDB snapshots:
+  # --save ''). The files stay in the state dir (--dir); a restart on the same dir reloads them.
+  setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly yes \
+    --appendfsync always --daemonize no --dir "$CLUSTER_DIR" --logfile '' </dev/null >>"$log" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$(pidfile redis)"
   end=$((SECONDS + 10))
@@ -180,6 +212,10 @@ write_node_args() { # I KEY
   read -r -a extra <<<"$EXTRA_ARGS"
   args=("$BIN" serve --root "$ROOT" --listen "127.0.0.1:$(node_port "$i")" --node "node$i")
   if [[ $REDIS == 1 ]]; then args+=(--redis "redis://127.0.0.1:$REDIS_PORT/"); fi
+  # The nodes take uploads and answer the videos API; the packaging runs in the abr workers.
+  if [[ $INGEST == 1 ]]; then
+    args+=(--ingest --data-dir "$DATA_DIR" --job-workers 0 --upload-tokens "$UPLOAD_TOKENS")
+  fi
   args+=(--session-key "$key" --trusted-proxies 127.0.0.1/32 --rate-limit "$RATE_LIMIT"
     --rate-burst "$RATE_BURST" --log-format json "${extra[@]}")
   (umask 077 && printf '%s\0' "${args[@]}" >"$CLUSTER_DIR/node$i.args")
@@ -233,6 +269,52 @@ stop_node() { # I [signalled]: SIGTERM (unless already sent) and wait for the dr
 }
 
 # ---------------------------------------------------------------------------------------------
+# Packaging workers (ingest): `abr worker` on the jobs in Redis and the shared data directory.
+write_worker_args() { # I
+  local i=$1 extra=() args
+  read -r -a extra <<<"$WORKER_ARGS"
+  args=("$BIN" --log info worker --data-dir "$DATA_DIR" --redis "redis://127.0.0.1:$REDIS_PORT/"
+    "${extra[@]}")
+  (umask 077 && printf '%s\0' "${args[@]}" >"$CLUSTER_DIR/worker$i.args")
+}
+
+start_worker() { # I (it must be down); waits for its "abr worker running" line
+  local i=$1 log args=() pid end from
+  [[ -f $CLUSTER_DIR/worker$i.args ]] || die "no $CLUSTER_DIR/worker$i.args: run 'up' first"
+  log=$CLUSTER_DIR/worker$i.log
+  mapfile -d '' -t args <"$CLUSTER_DIR/worker$i.args"
+  [[ -x ${args[0]} ]] || die "${args[0]} is missing or not executable"
+  touch "$log"
+  from=$(($(stat -c %s "$log") + 1))
+  log "starting worker$i"
+  setsid "${args[@]}" </dev/null >>"$log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$(pidfile "worker$i")"
+  end=$((SECONDS + READY_DEADLINE_S))
+  until tail -c "+$from" "$log" | grep -q 'abr worker running'; do
+    if ! proc_alive "$pid"; then
+      tail_log "$log"
+      die "worker$i exited during start-up (log: $log)"
+    fi
+    if ((SECONDS >= end)); then
+      tail_log "$log"
+      die "worker$i did not start within ${READY_DEADLINE_S} s (log: $log; pid $pid)"
+    fi
+    sleep 0.1
+  done
+  log "worker$i running (pid $pid)"
+}
+
+# SIGTERM: a worker hands its running task back ("worker stopped") and exits.
+stop_workers() {
+  local i pid
+  for ((i = 1; i <= JOB_WORKERS; i++)); do
+    if pid=$(running_pid "worker$i"); then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
+  for ((i = 1; i <= JOB_WORKERS; i++)); do stop_escalating "worker$i" TERM:30 KILL:2; done
+}
+
+# ---------------------------------------------------------------------------------------------
 # nginx.
 render_nginx() {
   local servers='' i
@@ -266,14 +348,15 @@ components() { # names of the components of this cluster, in start order
   local i
   if [[ $REDIS == 1 ]]; then echo redis; fi
   for ((i = 1; i <= NODES; i++)); do echo "node$i"; done
+  for ((i = 1; i <= JOB_WORKERS; i++)); do echo "worker$i"; done
   echo nginx
 }
 
 summary_line() {
   local i nodes=''
   for ((i = 1; i <= NODES; i++)); do nodes+="${nodes:+,}http://127.0.0.1:$(node_port "$i")"; done
-  printf 'cluster up: nginx=http://127.0.0.1:%s nodes=%s redis=%s\n' "$PORT" "$nodes" \
-    "$([[ $REDIS == 1 ]] && echo "redis://127.0.0.1:$REDIS_PORT/" || echo none)"
+  printf 'cluster up: nginx=http://127.0.0.1:%s nodes=%s redis=%s workers=%s\n' "$PORT" "$nodes" \
+    "$([[ $REDIS == 1 ]] && echo "redis://127.0.0.1:$REDIS_PORT/" || echo none)" "$JOB_WORKERS"
 }
 
 UP_STARTED=0
@@ -302,6 +385,10 @@ cmd_up() {
   fi
   settings_from_env
   [[ -x $BIN ]] || die "$BIN not found or not executable: run 'cargo build --release' (or set ABR_BIN)"
+  if [[ $INGEST == 1 ]]; then
+    mkdir -p "$ROOT" "$DATA_DIR"
+    [[ -n $UPLOAD_TOKENS ]] || log "CLUSTER_UPLOAD_TOKENS is empty: every upload is refused"
+  fi
   [[ -d $ROOT ]] || die "CLUSTER_ROOT $ROOT is not a directory (package something first, e.g. bash scripts/demo.sh)"
   command -v curl >/dev/null || die "curl is needed"
   command -v ss >/dev/null || die "ss is needed (apt-get install iproute2)"
@@ -324,6 +411,10 @@ cmd_up() {
     write_node_args "$i" "$key"
     start_node "$i"
   done
+  for ((i = 1; i <= JOB_WORKERS; i++)); do
+    write_worker_args "$i"
+    start_worker "$i"
+  done
   start_nginx
   UP_STARTED=0
   trap - EXIT
@@ -341,6 +432,7 @@ do_down() {
     fi
   done
   for ((i = 1; i <= NODES; i++)); do stop_node "$i" signalled || rc=1; done
+  stop_workers
   stop_redis
   if ((rc)); then
     die "some node did not stop within ${STOP_DEADLINE_S} s; run 'down' again, or kill it (pid in $CLUSTER_DIR)"
@@ -373,6 +465,7 @@ cmd_status() {
         detail="$(node_listen "$i") readyz=$code"
         [[ $code == 200 ]] || bad=1
         ;;
+      worker*) detail="abr worker" ;;
       redis)
         code=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null || true)
         detail="127.0.0.1:$REDIS_PORT ping=${code:-none}"
@@ -390,25 +483,46 @@ cmd_status() {
   return "$bad"
 }
 
-node_arg() { # I → validated node number
-  [[ ${1:-} =~ ^[0-9]+$ ]] || { printf 'cluster: error: node number expected\n' >&2; exit 2; }
+numbered_arg() { # KIND I → I validated as an existing node or worker number
+  local kind=$1 n
+  [[ ${2:-} =~ ^[0-9]+$ ]] || { printf 'cluster: error: %s number expected\n' "$kind" >&2; exit 2; }
   load_settings || die "no cluster in $CLUSTER_DIR (run 'up' first)"
-  (($1 >= 1 && $1 <= NODES)) || die "node $1 does not exist (nodes 1..$NODES)"
+  if [[ $kind == node ]]; then n=$NODES; else n=$JOB_WORKERS; fi
+  (($2 >= 1 && $2 <= n)) || die "$kind $2 does not exist (${kind}s 1..$n)"
 }
 
-cmd_kill_node() {
-  local i=$1 pid
-  pid=$(running_pid "node$i") || die "node$i is not running"
-  log "node$i: SIGKILL (pid $pid)"
+cmd_kill() { # NAME (node2, worker1): SIGKILL, failure drills
+  local name=$1 pid
+  pid=$(running_pid "$name") || die "$name is not running"
+  log "$name: SIGKILL (pid $pid)"
   kill -KILL "$pid"
-  wait_gone "$pid" 5 || die "node$i (pid $pid) survived SIGKILL for 5 s"
-  # The pid file stays: status shows the node as down.
+  wait_gone "$pid" 5 || die "$name (pid $pid) survived SIGKILL for 5 s"
+  # The pid file stays: status shows it as down.
 }
 
-cmd_restart_node() {
-  local i=$1 pid
-  if pid=$(running_pid "node$i"); then die "node$i is already running (pid $pid)"; fi
-  start_node "$i"
+cmd_restart() { # NAME: start it again (it must be down)
+  local name=$1 pid
+  if pid=$(running_pid "$name"); then die "$name is already running (pid $pid)"; fi
+  case $name in
+    node*) start_node "${name#node}" ;;
+    worker*) start_worker "${name#worker}" ;;
+  esac
+}
+
+cmd_stop_redis() {
+  load_settings || die "no cluster in $CLUSTER_DIR (run 'up' first)"
+  [[ $REDIS == 1 ]] || die "this cluster runs without Redis"
+  running_pid redis >/dev/null || die "redis is not running"
+  log "redis: SIGTERM"
+  stop_redis
+}
+
+cmd_start_redis() {
+  local pid
+  load_settings || die "no cluster in $CLUSTER_DIR (run 'up' first)"
+  [[ $REDIS == 1 ]] || die "this cluster runs without Redis"
+  if pid=$(running_pid redis); then die "redis is already running (pid $pid)"; fi
+  start_redis
 }
 
 cmd_roll() {
@@ -433,20 +547,25 @@ shift
 case $cmd in
   -h | --help | help) usage ;;
   up | down | status | roll) [[ $# -eq 0 ]] || usage ;;
-  kill-node | restart-node) [[ $# -eq 1 ]] || usage ;;
+  stop-redis | start-redis) [[ $# -eq 0 ]] || usage ;;
+  kill-node | restart-node | kill-worker | restart-worker) [[ $# -eq 1 ]] || usage ;;
   *) printf 'cluster: error: unknown command %s\n' "$cmd" >&2; usage ;;
 esac
 
 # One changing command at a time per state dir; status and kill-node do not wait for it.
 locking=0
-if [[ $cmd == up || $cmd == down || $cmd == roll || $cmd == restart-node ]]; then locking=1; fi
-enter_state_dir "$CLUSTER_DIR" CLUSTER_DIR "$locking" 120 "up, down, roll, restart-node"
+case $cmd in up | down | roll | restart-node | restart-worker | start-redis | stop-redis) locking=1 ;; esac
+enter_state_dir "$CLUSTER_DIR" CLUSTER_DIR "$locking" 120 "up, down, roll, restart-node, restart-worker, start-redis, stop-redis"
 
 case $cmd in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   roll) cmd_roll ;;
-  kill-node) node_arg "$1"; cmd_kill_node "$1" ;;
-  restart-node) node_arg "$1"; cmd_restart_node "$1" ;;
+  kill-node) numbered_arg node "$1"; cmd_kill "node$1" ;;
+  restart-node) numbered_arg node "$1"; cmd_restart "node$1" ;;
+  kill-worker) numbered_arg worker "$1"; cmd_kill "worker$1" ;;
+  restart-worker) numbered_arg worker "$1"; cmd_restart "worker$1" ;;
+  stop-redis) cmd_stop_redis ;;
+  start-redis) cmd_start_redis ;;
 esac

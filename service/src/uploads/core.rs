@@ -38,7 +38,9 @@ pub async fn upload(
 ) -> HttpResponse {
     let up = up.into_inner();
     let r = match *req.method() {
-        Method::OPTIONS => return options(&up),
+        Method::OPTIONS => {
+            return super::cors::preflight(&req, &up).unwrap_or_else(|| options(&up))
+        }
         Method::HEAD => head(&req, &up, &id).await,
         Method::PATCH => patch(&req, payload, &up, &id).await,
         Method::DELETE => super::termination::delete(&req, &up, &id).await,

@@ -20,7 +20,9 @@ pub async fn collection(
 ) -> HttpResponse {
     let up = up.into_inner();
     let r = match *req.method() {
-        Method::OPTIONS => return core::options(&up),
+        Method::OPTIONS => {
+            return super::cors::preflight(&req, &up).unwrap_or_else(|| core::options(&up))
+        }
         Method::POST => create(&req, payload, &up).await,
         _ => return core::method_not_allowed("POST, OPTIONS"),
     };

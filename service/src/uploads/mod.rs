@@ -9,7 +9,8 @@
 //! - [`auth`] — bearer tokens (stored hashed), principals and their limits;
 //! - [`metadata`] — `Upload-Metadata` and the package name;
 //! - [`store`] — the uploads on disk (the offset never runs ahead of fsynced bytes);
-//! - [`lock`] — one writer per upload.
+//! - [`lock`] — one writer per upload;
+//! - [`cors`] — preflights and exposed headers for uploads from other origins.
 //!
 //! When an upload's last byte is durable, its packaging job ([`crate::jobs::VideoJob`], id =
 //! the upload's) is enqueued in the embedded queue, then the upload is marked complete. A crash
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod checksum;
 pub mod core;
+pub mod cors;
 pub mod creation;
 pub mod expiration;
 pub mod lock;
@@ -99,6 +101,8 @@ pub struct Uploads {
     index: Mutex<HashMap<String, Arc<Entry>>>,
     expired: Mutex<HashSet<String>>,
     crash_after_complete: bool,
+    /// The origin's CORS policy, for preflights of the tus methods.
+    cors: origin::cors::Cors,
 }
 
 /// A refused or failed request: its status and a one-line reason (the body).
@@ -146,7 +150,8 @@ impl TusError {
 pub fn tus_response(status: StatusCode) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     b.insert_header(("Tus-Resumable", TUS_VERSION))
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .insert_header(cors::expose());
     b
 }
 
@@ -216,6 +221,7 @@ impl Uploads {
             index: Mutex::new(index),
             expired: Mutex::new(HashSet::new()),
             crash_after_complete: std::env::var(CRASH_AFTER_COMPLETE_ENV).is_ok_and(|v| v == "1"),
+            cors: origin.cors.clone(),
         });
         // Completed before a crash but not marked: enqueue (idempotent) and mark, now.
         for (id, e) in up.entries() {
