@@ -525,47 +525,124 @@ fn abr_upload_retries_across_a_server_restart() {
     assert_eq!(s.enqueued_events(&id), 1);
 }
 
-/// A response in flight when its video is deleted finishes whole (the origin serves the open
-/// file): a 16 MiB segment is read across the DELETE; new requests then get 404.
+/// Every path under `dir` (files and directories).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Delete during playback (issue 13, acceptance 5): hls.js plays a real package of the video
+/// and a slow curl downloads a 16 MiB segment of it when the video is deleted. The download
+/// finishes byte-identical (the origin serves the open file), new requests 404 once the
+/// open-file cache (1 s) forgot the files, and neither the data directory nor ROOT holds
+/// anything of the video.
 #[test]
-fn delete_lets_responses_in_flight_finish() {
-    use std::io::{Read, Write};
-    let s = Ingest::start(&tokens(), &[]);
+fn delete_during_playback() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // Expiration 8 s: the sweeper runs every 2 s (it removes the tombstone after the grace).
+    let s = Ingest::start(&tokens(), &["--upload-expiration", "8"]);
     let id = uploaded(&s, ALICE, "cat", 16);
+    let other = uploaded(&s, ALICE, "dog", 16);
+    // The package as a worker leaves it: published, plus a work area and a staging directory.
     let pieces = fake_package(&s.root, "alice", "cat");
-    let seg = pieces[0].join("hls/seg_00001.ts");
-    let len: usize = 16 << 20;
-    common::origin::write_pseudo_random(&seg, len as u64, 9);
-    let mut conn = std::net::TcpStream::connect(s.addr()).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
+    common::origin::copy_tree(&common::origin::sample_root().join("sample"), &pieces[0]);
+    // The slow download: a 16 MiB segment, larger than loopback's socket buffers, so most of
+    // it is still to be read from the file when the file is unlinked.
+    let seg = pieces[0].join("hls/big/seg_00001.ts");
+    let seg_len: u64 = 16 << 20;
+    common::origin::write_pseudo_random(&seg, seg_len, 9);
+    let expected = common::origin::sha256sum(&seg);
+    let seg_path = "/alice/cat/hls/big/seg_00001.ts";
+
+    let server = s.server.as_ref().unwrap();
+    let mut player = Command::new("node")
+        .arg(common::root().join("tests/player/play.mjs"))
+        .args(["--manifest-url", &server.url("/alice/cat/hls/master.m3u8")])
+        .args(["--player", "hls", "--seconds", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    write!(
-        conn,
-        "GET /alice/cat/hls/seg_00001.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut first = vec![0u8; 4096];
-    conn.read_exact(&mut first).unwrap();
-    assert!(
-        first.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first[..64])
-    );
+    let mut lines = BufReader::new(player.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let l = lines
+            .next()
+            .expect("play.mjs ended before playing")
+            .unwrap();
+        if l.contains("play.mjs: playing") {
+            break;
+        }
+        seen.push(l);
+        assert!(seen.len() < 500, "{seen:?}");
+    }
+    // About 16 s for the segment: the deletion (a few file-system calls) ends well within it.
+    let rate = (seg_len / 16).to_string();
+    let out = s.data.parent().unwrap().join("slow-download.ts");
+    let mut curl = Command::new("curl")
+        .args(["-sS", "--fail", "--limit-rate", &rate, "-o"])
+        .arg(&out)
+        .arg(server.url(seg_path))
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the slow download starts", || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 0)
+    });
+
     json(
         &api(&s, "DELETE", &format!("/api/v1/videos/{id}"), Some(ALICE)),
         202,
     );
+    let t0 = std::time::Instant::now();
     wait_until(Duration::from_secs(10), "the package goes", || {
-        !pieces[0].exists()
+        pieces.iter().all(|p| !p.exists())
     });
-    let mut rest = Vec::new();
-    conn.read_to_end(&mut rest).unwrap();
-    let mut all = first;
-    all.extend_from_slice(&rest);
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(all.len() - head_end, len, "the whole body arrived");
-    // New requests for it are 404 once the origin's open-file cache (1 s) forgot it.
+    eprintln!("package deleted in {:?}", t0.elapsed());
+    assert!(
+        std::fs::metadata(&out).unwrap().len() < seg_len,
+        "the download ended before the delete: make it slower"
+    );
+    let st = curl.wait().unwrap();
+    assert!(st.success(), "curl: {st:?}");
+    assert_eq!(common::origin::sha256sum(&out), expected, "the download");
+    // New requests (the player's among them) are 404 once the open-file cache forgot it.
     wait_until(Duration::from_secs(5), "the segment is 404", || {
-        request(s.addr(), "HEAD", "/alice/cat/hls/seg_00001.ts", &[]).is_ok_and(|r| r.status == 404)
+        request(s.addr(), "GET", seg_path, &[]).is_ok_and(|r| r.status == 404)
     });
+    assert_eq!(
+        request(s.addr(), "GET", "/alice/cat/hls/master.m3u8", &[])
+            .unwrap()
+            .status,
+        404
+    );
+    let _ = player.kill();
+    let _ = player.wait();
+    // The tombstone stays for the grace (a worker that had not learnt of the cancel may still
+    // publish; the sweeper removes that again), then goes too.
+    let tomb = s.data.join("deleting").join(format!("{id}.json"));
+    wait_until(
+        service::videos::DELETE_GRACE + Duration::from_secs(20),
+        "the tombstone goes after the grace",
+        || !tomb.exists(),
+    );
+    for dir in [&s.data, &s.root] {
+        let left: Vec<_> = walk(dir)
+            .into_iter()
+            .filter(|p| {
+                let p = p.to_string_lossy();
+                p.contains(&id) || p.contains("/cat") || p.contains(".cat.")
+            })
+            .collect();
+        assert!(left.is_empty(), "left of the video: {left:?}");
+    }
+    // The other video is untouched.
+    assert!(s.uploads_dir().join(&other).exists());
 }
