@@ -1120,3 +1120,44 @@ fn assemble_names_missing_and_corrupt_tasks_and_publishes_nothing() {
     assert!(!p.work.exists(), "assemble left its work area");
     check_seams(&out, &tl);
 }
+
+/// An assembly whose abort flag is set (the worker sets it when the job is cancelled during the
+/// assembly) publishes nothing and leaves no staging directory; the work area stays, and a later
+/// assembly publishes the package.
+#[test]
+fn an_aborted_assembly_publishes_nothing() {
+    use packager::assemble::{assemble, AssembleOptions};
+    let dir = workdir("abort-assembly");
+    let src = small_source();
+    let out = dir.path().join("pkg");
+    let ladder = test_ladder(dir.path());
+    let p = plan(&src, &out, &small_args(&ladder));
+    for i in 0..p.tasks {
+        shard(&out, i);
+    }
+    let work = packager::work::WorkArea::for_output(&out).unwrap();
+    let plan = packager::plan::Plan::load(&work).unwrap();
+    let abort = std::sync::atomic::AtomicBool::new(true);
+    let r = assemble(
+        &work,
+        &plan,
+        AssembleOptions {
+            abort: Some(&abort),
+            ..AssembleOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(packager::PackageError::Aborted)),
+        "{:?}",
+        r.map(|(o, _)| o)
+    );
+    assert!(!out.exists(), "an aborted assembly published");
+    assert!(
+        staging_beside(&out).is_empty(),
+        "{:?}",
+        staging_beside(&out)
+    );
+    assert!(work_area(&out).exists(), "the finished tasks are kept");
+    abr_ok(&["assemble", s(&out)]);
+    verify(&out, &src);
+}

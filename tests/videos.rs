@@ -646,3 +646,27 @@ fn delete_during_playback() {
     // The other video is untouched.
     assert!(s.uploads_dir().join(&other).exists());
 }
+
+/// One video per name and principal: a second upload named like a live video is 409 (it would
+/// publish over the first one's package); another principal may use the name; once the video
+/// is deleted the name is free again.
+#[test]
+fn a_name_in_use_is_409_until_its_video_is_deleted() {
+    let s = Ingest::start(&tokens(), &[]);
+    let id = uploaded(&s, ALICE, "cat", 16);
+    let r = s.create(ALICE, 16, "cat");
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains(&id),
+        "the answer names the video using it: {r:?}"
+    );
+    assert_eq!(s.create(BOB, 16, "cat").status, 201);
+    // An incomplete upload holds its name too.
+    s.created(ALICE, 16, "dog");
+    assert_eq!(s.create(ALICE, 16, "dog").status, 409);
+    json(
+        &api(&s, "DELETE", &format!("/api/v1/videos/{id}"), Some(ALICE)),
+        202,
+    );
+    assert_eq!(s.create(ALICE, 16, "cat").status, 201);
+}

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use ff::Rational;
@@ -25,11 +26,24 @@ use crate::work::{verify_task, AudioRecord, RungRecord, TaskRecord, WorkArea};
 
 /// Options of an assembly.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AssembleOptions {
+pub struct AssembleOptions<'a> {
     /// Keep the work area after publishing.
     pub keep_work: bool,
     /// Replace an existing package (also when the plan did not say so).
     pub force: bool,
+    /// Set by another thread to stop (e.g. the job was cancelled): checked per rendition and
+    /// right before publishing; the staging directory is removed, nothing is published, and
+    /// the assembly answers [`PackageError::Aborted`].
+    pub abort: Option<&'a AtomicBool>,
+}
+
+impl AssembleOptions<'_> {
+    fn check_abort(&self) -> Result<()> {
+        match self.abort {
+            Some(a) if a.load(Ordering::Relaxed) => Err(PackageError::Aborted),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Checks every task; their records in task order, or which are missing or corrupt.
@@ -224,7 +238,7 @@ fn mux_ts(
 pub fn assemble(
     work: &WorkArea,
     plan: &Plan,
-    opts: AssembleOptions,
+    opts: AssembleOptions<'_>,
 ) -> Result<(PathBuf, PackageInfo)> {
     let records = check_tasks(work, plan)?;
     assemble_checked(work, plan, &records, opts)
@@ -236,7 +250,7 @@ pub fn assemble_checked(
     work: &WorkArea,
     plan: &Plan,
     records: &[TaskRecord],
-    opts: AssembleOptions,
+    opts: AssembleOptions<'_>,
 ) -> Result<(PathBuf, PackageInfo)> {
     crate::init();
     if records.len() != plan.tasks || records.iter().enumerate().any(|(i, r)| r.index != i) {
@@ -258,6 +272,7 @@ pub fn assemble_checked(
     let mut dash_audio = None;
     if plan.formats.dash {
         for (r, recs) in rungs.iter().enumerate() {
+            opts.check_abort()?;
             let rung = &plan.rungs[r];
             let dir = root.join("dash").join(&rung.name);
             fs::create_dir_all(&dir).write_ctx(&dir)?;
@@ -331,6 +346,7 @@ pub fn assemble_checked(
 
     let mut hls = Vec::new();
     if plan.formats.hls {
+        opts.check_abort()?;
         // One muxer per rung, in parallel: each reads its own packet files and the audio's.
         let sizes: Vec<Result<Vec<u64>>> = thread::scope(|s| {
             let hs: Vec<_> = (0..plan.rungs.len())
@@ -406,6 +422,7 @@ pub fn assemble_checked(
         dash_audio,
     };
     write_manifests(&root, &info)?;
+    opts.check_abort()?;
     let out = staging.publish()?;
     if !opts.keep_work {
         work.remove();

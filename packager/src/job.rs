@@ -206,6 +206,7 @@ pub fn run(job: &Job) -> Result<Summary> {
         AssembleOptions {
             keep_work: job.keep_work,
             force: job.spec.force,
+            abort: None,
         },
     )?;
     progress.finish(Some(&out));

@@ -326,7 +326,13 @@ impl Worker {
         };
         match task {
             TaskPayload::Plan => self.leased(lease, stop, None, 1, |_, _| self.plan(&job)),
-            TaskPayload::Assemble => self.leased(lease, stop, None, 1, |_, _| assemble_job(&job)),
+            // Abortable: a job cancelled during its assembly publishes nothing.
+            TaskPayload::Assemble => {
+                let abort = AtomicBool::new(false);
+                self.leased(lease, stop, Some(&abort), 1, |abort, _| {
+                    assemble_job(&job, abort)
+                })
+            }
             TaskPayload::Task { index } => {
                 let loaded = WorkArea::for_output(&job.out).and_then(|work| {
                     let plan = Plan::load(&work)?;
@@ -492,7 +498,7 @@ fn set_lost(lost: &Mutex<Option<Lost>>, l: Lost) {
 }
 
 /// The assembly task: checks every task and publishes `out`.
-fn assemble_job(job: &VideoJob) -> Result<Vec<NewTask>, WorkerError> {
+fn assemble_job(job: &VideoJob, abort: &AtomicBool) -> Result<Vec<NewTask>, WorkerError> {
     let work = WorkArea::for_output(&job.out)?;
     // The plan task refused an existing `out`, so a package there now was published by an
     // earlier attempt of this assembly that stopped before completing.
@@ -513,6 +519,7 @@ fn assemble_job(job: &VideoJob) -> Result<Vec<NewTask>, WorkerError> {
         AssembleOptions {
             keep_work: false,
             force: false,
+            abort: Some(abort),
         },
     );
     let (out, info) = match assembled {

@@ -29,6 +29,7 @@ pub fn run(a: Args) -> Result<()> {
         AssembleOptions {
             keep_work: a.keep_work,
             force: a.force,
+            abort: None,
         },
     )?;
     eprintln!(

@@ -89,6 +89,20 @@ async fn create(
         // The quota check and the reservation are one step, so concurrent creations cannot
         // overshoot it together.
         let mut index = up.index();
+        // One video per package directory: a second `name` of the same principal would publish
+        // over the first one's package (and a delete of either would remove both).
+        if let Some((other, _)) = index.iter().find(|(_, e)| {
+            let i = e.info();
+            i.principal == p.name && i.name == info.name
+        }) {
+            return Err(TusError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "{} already has a video named '{}' (id {other}): delete it first, or choose another name",
+                    p.name, info.name
+                ),
+            ));
+        }
         if let Some(quota) = p.quota {
             let used = Uploads::used_by(&index, &p.name);
             if used.saturating_add(length) > quota {
