@@ -40,7 +40,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{JobInfo, JobState, Queue, QueueError, SqliteQueue};
+use crate::queue::{JobInfo, JobState, Queue, QueueError};
 use crate::uploads::auth::Principal;
 use crate::uploads::store::{self, Store, UploadState};
 use crate::uploads::{Entry, Uploads};
@@ -387,10 +387,10 @@ impl Videos {
     async fn queue_call<T: Send + 'static>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&SqliteQueue) -> Result<T, QueueError> + Send + 'static,
+        f: impl FnOnce(&dyn Queue) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let q = self.up.queue.clone();
-        match web::block(move || f(&q)).await {
+        match web::block(move || f(q.as_ref())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(QueueError::NotFound(_))) => Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -1067,7 +1067,7 @@ mod tests {
         let root = tmp.path().join("root/alice");
         fs::create_dir_all(&data).unwrap();
         let store = Store::open(&data.join("uploads")).unwrap();
-        let queue = SqliteQueue::open(
+        let queue = crate::queue::SqliteQueue::open(
             &data.join("queue.sqlite3"),
             crate::queue::Settings::default(),
             Arc::new(crate::queue::SystemClock),

@@ -26,7 +26,9 @@
 pub mod redis;
 pub mod sqlite;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -351,6 +353,32 @@ pub trait Queue: Send + Sync {
     /// The sequence number of the newest event (0 when there is none): where a follower of
     /// [`Queue::events`] that wants only what comes next starts.
     fn last_event_seq(&self) -> Result<u64, QueueError>;
+}
+
+/// File of the embedded queue in a data directory.
+pub const SQLITE_FILE: &str = "queue.sqlite3";
+
+/// The queue of a node: in the Redis at `redis` (shared by a cluster, keys under
+/// [`redis::DEFAULT_PREFIX`]) when given, else the SQLite file [`SQLITE_FILE`] in `data_dir`.
+pub fn open(
+    data_dir: &Path,
+    redis: Option<&str>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Queue>, QueueError> {
+    Ok(match redis {
+        Some(url) => Arc::new(RedisQueue::open(
+            url,
+            self::redis::DEFAULT_PREFIX,
+            settings,
+            clock,
+        )?),
+        None => Arc::new(SqliteQueue::open(
+            &data_dir.join(SQLITE_FILE),
+            settings,
+            clock,
+        )?),
+    })
 }
 
 /// The queue's clock (Unix ms): the system's, or one a test moves.

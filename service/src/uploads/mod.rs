@@ -12,7 +12,7 @@
 //! - [`lock`] — one writer per upload.
 //!
 //! When an upload's last byte is durable, its packaging job ([`crate::jobs::VideoJob`], id =
-//! the upload's) is enqueued in the embedded queue, then the upload is marked complete. A crash
+//! the upload's) is enqueued in the job queue (embedded, or Redis with `redis`), then the upload is marked complete. A crash
 //! between the two is repaired at start-up and by the sweeper: an upload whose durable offset is
 //! its length but which is not marked complete is enqueued again (a no-op for an existing job)
 //! and marked, so every complete upload has exactly one job.
@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::error::ServiceError;
 use crate::jobs::{new_job, VideoJob};
 use crate::metrics::UploadMetrics;
-use crate::queue::{Queue, SqliteQueue, SystemClock};
+use crate::queue::{Queue, SystemClock};
 use auth::Tokens;
 use lock::Locker;
 use store::{Info, Store, UploadState};
@@ -93,7 +93,7 @@ pub struct Uploads {
     pub(crate) root: PathBuf,
     /// `data_dir` (canonical).
     pub(crate) data_dir: PathBuf,
-    pub(crate) queue: Arc<SqliteQueue>,
+    pub(crate) queue: Arc<dyn Queue>,
     pub(crate) locker: Arc<dyn Locker>,
     pub(crate) metrics: UploadMetrics,
     index: Mutex<HashMap<String, Arc<Entry>>>,
@@ -175,12 +175,17 @@ impl Uploads {
             .map_err(|e| bad(format!("cannot create {}: {e}", data_dir.display())))?;
         let store = Store::open(&data_dir.join("uploads"))
             .map_err(|e| bad(format!("cannot open {}/uploads: {e}", data_dir.display())))?;
-        let queue = SqliteQueue::open(
-            &data_dir.join("queue.sqlite3"),
+        let queue = crate::queue::open(
+            data_dir,
+            config.redis.as_deref(),
             config.job_settings().0,
             Arc::new(SystemClock),
         )
         .map_err(|e| bad(e.to_string()))?;
+        let locker: Arc<dyn Locker> = match &config.redis {
+            Some(url) => Arc::new(lock::RedisLocker::new(url).map_err(|e| bad(e.to_string()))?),
+            None => Arc::new(lock::InProcess::default()),
+        };
         let tokens = Tokens::parse(&config.upload_tokens).map_err(ServiceError::Config)?;
         if tokens.is_empty() {
             tracing::warn!(target: "service", "ingest is on but no upload_tokens are configured: every upload is refused");
@@ -191,7 +196,7 @@ impl Uploads {
             .map_err(|e| bad(format!("cannot open {}: {e}", data_dir.display())))?;
         // Deletions a crash interrupted are finished first; a video whose deletion is pending
         // is never loaded.
-        let deleting = crate::videos::finish_deletions(&data_dir, &store, &queue)
+        let deleting = crate::videos::finish_deletions(&data_dir, &store, queue.as_ref())
             .map_err(|e| bad(format!("cannot finish pending deletions: {e}")))?;
         let loaded = store
             .load_all()
@@ -210,8 +215,8 @@ impl Uploads {
             expiration: Duration::from_secs(config.upload_expiration_s),
             root: origin.root.path().to_path_buf(),
             data_dir: data_dir.clone(),
-            queue: Arc::new(queue),
-            locker: Arc::new(lock::InProcess::default()),
+            queue,
+            locker,
             metrics,
             index: Mutex::new(index),
             expired: Mutex::new(HashSet::new()),
@@ -237,8 +242,8 @@ impl Uploads {
         Ok(up)
     }
 
-    /// The job queue the uploads enqueue into (`data_dir/queue.sqlite3`), for the in-process
-    /// packaging workers.
+    /// The job queue the uploads enqueue into (`data_dir/queue.sqlite3`, or Redis with
+    /// `redis`), for the in-process packaging workers.
     pub fn queue(&self) -> Arc<dyn Queue> {
         self.queue.clone()
     }

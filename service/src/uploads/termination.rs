@@ -8,7 +8,6 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::store::UploadState;
 use super::{blocking, core, tus_response, TusError, Uploads};
-use crate::queue::Queue;
 
 /// DELETE of upload `id` (423 while a PATCH writes it).
 pub(super) async fn delete(
