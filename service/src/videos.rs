@@ -333,11 +333,15 @@ impl Videos {
     }
 
     /// `principal`'s video `id` (404 for none, another's, or one being deleted).
-    fn entry(&self, id: &str, principal: &str) -> Result<Arc<Entry>, ApiError> {
+    async fn entry(&self, id: &str, principal: &str) -> Result<Arc<Entry>, ApiError> {
         if !store::valid_id(id) {
             return Err(ApiError::not_found());
         }
-        let e = self.up.index().get(id).cloned();
+        let e = self
+            .up
+            .current(id)
+            .await
+            .map_err(|e| ApiError::internal("reading the upload", e))?;
         match e {
             Some(e) if e.info().principal == principal => Ok(e),
             _ => Err(ApiError::not_found()),
@@ -465,6 +469,9 @@ async fn list(req: HttpRequest, q: web::Query<ListQuery>, v: web::Data<Videos>) 
                     .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))?,
             ),
         };
+        v.up.refresh_all()
+            .await
+            .map_err(|e| ApiError::internal("reading the uploads", e))?;
         let mut mine: Vec<(u64, String, Arc<Entry>)> =
             v.up.entries()
                 .into_iter()
@@ -499,7 +506,7 @@ async fn get(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> H
     let v = v.into_inner();
     let r = async {
         let p = v.authenticate(&req)?;
-        let e = v.entry(&id, &p.name)?;
+        let e = v.entry(&id, &p.name).await?;
         let mut one = v.view(vec![(id.to_string(), e)]).await?;
         let video = one.pop().ok_or_else(ApiError::not_found)?;
         Ok(ok_json(StatusCode::OK, &video))
@@ -508,9 +515,9 @@ async fn get(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> H
 }
 
 /// The entry of a complete upload (409 while it uploads: it has no job).
-fn complete_entry(v: &Videos, req: &HttpRequest, id: &str) -> Result<Arc<Entry>, ApiError> {
+async fn complete_entry(v: &Videos, req: &HttpRequest, id: &str) -> Result<Arc<Entry>, ApiError> {
     let p = v.authenticate(req)?;
-    let e = v.entry(id, &p.name)?;
+    let e = v.entry(id, &p.name).await?;
     if e.info().state == UploadState::Incomplete {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -523,7 +530,7 @@ fn complete_entry(v: &Videos, req: &HttpRequest, id: &str) -> Result<Arc<Entry>,
 async fn cancel(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> HttpResponse {
     let v = v.into_inner();
     let r = async {
-        complete_entry(&v, &req, &id)?;
+        complete_entry(&v, &req, &id).await?;
         let owned = id.to_string();
         let done = v
             .queue_call("cancelling the job", move |q| {
@@ -548,7 +555,7 @@ async fn cancel(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -
 async fn retry(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> HttpResponse {
     let v = v.into_inner();
     let r = async {
-        complete_entry(&v, &req, &id)?;
+        complete_entry(&v, &req, &id).await?;
         let owned = id.to_string();
         let done = v
             .queue_call("retrying the job", move |q| q.retry(&owned))
@@ -572,7 +579,7 @@ async fn delete(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -
     let v = v.into_inner();
     let r = async {
         let p = v.authenticate(&req)?;
-        let e = v.entry(&id, &p.name)?;
+        let e = v.entry(&id, &p.name).await?;
         let held = match v.up.locker.try_lock(&id).await {
             Ok(Some(h)) => h,
             Ok(None) => {

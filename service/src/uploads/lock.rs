@@ -78,6 +78,13 @@ const REDIS_TTL: Duration = Duration::from_secs(10);
 /// Longest a lock call may take before it counts as Redis being unavailable.
 const REDIS_CALL: Duration = Duration::from_millis(500);
 
+/// A holder's release runs after its request answered (its drop hands it to the renewal task,
+/// a round trip later): a taken lock is asked for again for this long before the answer is
+/// "held" (a client's next request right after a response must not get 423).
+const RELEASE_WAIT: Duration = Duration::from_millis(250);
+/// Between two of those asks.
+const RELEASE_POLL: Duration = Duration::from_millis(10);
+
 /// Moves the lock's expiry if the token still holds it.
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
@@ -119,14 +126,23 @@ impl RedisLocker {
         let mut c = self.conn.clone();
         let mut set = redis::cmd("SET");
         set.arg(&key).arg(&token).arg("NX").arg("PX").arg(ttl);
-        let set = set.query_async::<Option<String>>(&mut c);
-        let got = match tokio::time::timeout(REDIS_CALL, set).await {
-            Ok(Ok(v)) => v.is_some(),
-            Ok(Err(e)) => return Err(LockError(format!("upload {id}: redis: {e}"))),
-            Err(_) => return Err(LockError(format!("upload {id}: redis timed out"))),
-        };
-        if !got {
-            return Ok(None);
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            let got =
+                match tokio::time::timeout(REDIS_CALL, set.query_async::<Option<String>>(&mut c))
+                    .await
+                {
+                    Ok(Ok(v)) => v.is_some(),
+                    Ok(Err(e)) => return Err(LockError(format!("upload {id}: redis: {e}"))),
+                    Err(_) => return Err(LockError(format!("upload {id}: redis timed out"))),
+                };
+            if got {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(RELEASE_POLL).await;
         }
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let (renew, release) = (self.renew.clone(), self.release.clone());

@@ -97,6 +97,9 @@ pub struct Uploads {
     pub(crate) locker: Arc<dyn Locker>,
     pub(crate) metrics: UploadMetrics,
     index: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Other nodes share `data_dir` (`redis` is set: a cluster): the files, not the index, are
+    /// the truth, so requests read them again ([`Uploads::current`]).
+    pub(crate) shared: bool,
     expired: Mutex<HashSet<String>>,
     crash_after_complete: bool,
 }
@@ -219,6 +222,7 @@ impl Uploads {
             locker,
             metrics,
             index: Mutex::new(index),
+            shared: config.redis.is_some(),
             expired: Mutex::new(HashSet::new()),
             crash_after_complete: std::env::var(CRASH_AFTER_COMPLETE_ENV).is_ok_and(|v| v == "1"),
         });
@@ -264,6 +268,70 @@ impl Uploads {
             .collect()
     }
 
+    /// Upload `id`'s entry. With a shared data directory it is read again from the disk first
+    /// (another node may have created it, moved its offset, completed or deleted it).
+    pub(crate) async fn current(&self, id: &str) -> io::Result<Option<Arc<Entry>>> {
+        if !self.shared {
+            return Ok(self.index().get(id).cloned());
+        }
+        let store = self.store.clone();
+        let owned = id.to_string();
+        let disk = blocking(move || store.read(&owned)).await?;
+        let mut index = self.index();
+        Ok(match disk {
+            None => {
+                index.remove(id);
+                None
+            }
+            Some((info, offset)) => Some(Self::adopt(&mut index, id, info, offset)),
+        })
+    }
+
+    /// With a shared data directory, the index brought up to the disk: the uploads other nodes
+    /// created are added, the others refreshed (for listings).
+    pub(crate) async fn refresh_all(&self) -> io::Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let all = blocking(move || {
+            let mut out = Vec::new();
+            for id in store.ids()? {
+                if let Some((info, offset)) = store.read(&id)? {
+                    out.push((id, info, offset));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        let mut index = self.index();
+        for (id, info, offset) in all {
+            Self::adopt(&mut index, &id, info, offset);
+        }
+        Ok(())
+    }
+
+    /// `id`'s entry set to what the disk says.
+    fn adopt(
+        index: &mut HashMap<String, Arc<Entry>>,
+        id: &str,
+        info: Info,
+        offset: u64,
+    ) -> Arc<Entry> {
+        match index.get(id) {
+            Some(e) => {
+                *e.info() = info;
+                e.offset.store(offset, Ordering::Release);
+                e.clone()
+            }
+            None => {
+                let e = Arc::new(Entry::new(info, offset));
+                index.insert(id.to_string(), e.clone());
+                e
+            }
+        }
+    }
+
     /// Upload `id` of `principal`: 404 when there is none or it is another principal's, 410
     /// when it expired (it is deleted then).
     async fn lookup(&self, id: &str, principal: &str) -> Result<Arc<Entry>, TusError> {
@@ -271,7 +339,10 @@ impl Uploads {
         if !store::valid_id(id) {
             return Err(not_found());
         }
-        let entry = self.index().get(id).cloned();
+        let entry = self
+            .current(id)
+            .await
+            .map_err(|e| TusError::internal("reading the upload", e))?;
         let Some(entry) = entry else {
             let gone = self
                 .expired
@@ -301,6 +372,22 @@ impl Uploads {
             return Err(TusError::new(StatusCode::GONE, "the upload expired"));
         }
         Ok(entry)
+    }
+
+    /// `entry` of upload `id` once its lock is held: with a shared data directory read again
+    /// (what another node wrote before it let the lock go); 404 when it was deleted meanwhile.
+    pub(crate) async fn locked_entry(
+        &self,
+        id: &str,
+        entry: Arc<Entry>,
+    ) -> Result<Arc<Entry>, TusError> {
+        if !self.shared {
+            return Ok(entry);
+        }
+        self.current(id)
+            .await
+            .map_err(|e| TusError::internal("reading the upload", e))?
+            .ok_or_else(|| TusError::new(StatusCode::NOT_FOUND, "no such upload"))
     }
 
     /// Deletes upload `id` (bytes and all) because of `reason` (`expired`, `terminated`).

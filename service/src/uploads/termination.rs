@@ -18,6 +18,7 @@ pub(super) async fn delete(
     let p = core::authenticate(req, up)?;
     let entry = up.lookup(id, &p.name).await?;
     let held = core::lock(up, id).await?;
+    let entry = up.locked_entry(id, entry).await?;
     if entry.info().state == UploadState::Complete {
         let q = up.queue.clone();
         let owned = id.to_string();
