@@ -12,7 +12,8 @@ use crate::error::ServiceError;
 #[serde(default)]
 #[group(id = "service")]
 pub struct Config {
-    /// Redis URL for state shared by a cluster (`redis://host:port/db`); none = in-process.
+    /// Redis URL for state shared by a cluster (`redis://host:port/db`), and with `ingest` its
+    /// job queue and upload locks; none = in-process (and the queue in `data_dir`).
     #[arg(long, env = "ABR_REDIS")]
     pub redis: Option<String>,
     /// HMAC key for viewer session tokens (`hex:…` or text); every node of a cluster needs the

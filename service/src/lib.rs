@@ -1,6 +1,6 @@
 //! abr control plane: the viewer-state API (signed viewer sessions, playback positions, live
 //! viewers, playback events) on an in-process or Redis [`store`] shared by a cluster, `abr
-//! monitor`, the durable job [`queue`] (embedded SQLite backend), resumable [`uploads`] (tus 1.0)
+//! monitor`, the durable job [`queue`] (embedded SQLite or shared Redis backend), resumable [`uploads`] (tus 1.0)
 //! that enqueue a packaging [`jobs::VideoJob`] when complete, the packaging [`worker`]s that run
 //! those jobs, and the [`videos`] API over them (state, cancel, retry, delete).
 //!

@@ -40,7 +40,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{JobInfo, JobState, Queue, QueueError, SqliteQueue};
+use crate::queue::{JobInfo, JobState, Queue, QueueError};
 use crate::uploads::auth::Principal;
 use crate::uploads::store::{self, Store, UploadState};
 use crate::uploads::{Entry, Uploads};
@@ -333,11 +333,15 @@ impl Videos {
     }
 
     /// `principal`'s video `id` (404 for none, another's, or one being deleted).
-    fn entry(&self, id: &str, principal: &str) -> Result<Arc<Entry>, ApiError> {
+    async fn entry(&self, id: &str, principal: &str) -> Result<Arc<Entry>, ApiError> {
         if !store::valid_id(id) {
             return Err(ApiError::not_found());
         }
-        let e = self.up.index().get(id).cloned();
+        let e = self
+            .up
+            .current(id)
+            .await
+            .map_err(|e| ApiError::internal("reading the upload", e))?;
         match e {
             Some(e) if e.info().principal == principal => Ok(e),
             _ => Err(ApiError::not_found()),
@@ -387,10 +391,10 @@ impl Videos {
     async fn queue_call<T: Send + 'static>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&SqliteQueue) -> Result<T, QueueError> + Send + 'static,
+        f: impl FnOnce(&dyn Queue) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let q = self.up.queue.clone();
-        match web::block(move || f(&q)).await {
+        match web::block(move || f(q.as_ref())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(QueueError::NotFound(_))) => Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -465,6 +469,9 @@ async fn list(req: HttpRequest, q: web::Query<ListQuery>, v: web::Data<Videos>) 
                     .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))?,
             ),
         };
+        v.up.refresh_all()
+            .await
+            .map_err(|e| ApiError::internal("reading the uploads", e))?;
         let mut mine: Vec<(u64, String, Arc<Entry>)> =
             v.up.entries()
                 .into_iter()
@@ -499,7 +506,7 @@ async fn get(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> H
     let v = v.into_inner();
     let r = async {
         let p = v.authenticate(&req)?;
-        let e = v.entry(&id, &p.name)?;
+        let e = v.entry(&id, &p.name).await?;
         let mut one = v.view(vec![(id.to_string(), e)]).await?;
         let video = one.pop().ok_or_else(ApiError::not_found)?;
         Ok(ok_json(StatusCode::OK, &video))
@@ -508,9 +515,9 @@ async fn get(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> H
 }
 
 /// The entry of a complete upload (409 while it uploads: it has no job).
-fn complete_entry(v: &Videos, req: &HttpRequest, id: &str) -> Result<Arc<Entry>, ApiError> {
+async fn complete_entry(v: &Videos, req: &HttpRequest, id: &str) -> Result<Arc<Entry>, ApiError> {
     let p = v.authenticate(req)?;
-    let e = v.entry(id, &p.name)?;
+    let e = v.entry(id, &p.name).await?;
     if e.info().state == UploadState::Incomplete {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -523,7 +530,7 @@ fn complete_entry(v: &Videos, req: &HttpRequest, id: &str) -> Result<Arc<Entry>,
 async fn cancel(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> HttpResponse {
     let v = v.into_inner();
     let r = async {
-        complete_entry(&v, &req, &id)?;
+        complete_entry(&v, &req, &id).await?;
         let owned = id.to_string();
         let done = v
             .queue_call("cancelling the job", move |q| {
@@ -548,7 +555,7 @@ async fn cancel(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -
 async fn retry(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -> HttpResponse {
     let v = v.into_inner();
     let r = async {
-        complete_entry(&v, &req, &id)?;
+        complete_entry(&v, &req, &id).await?;
         let owned = id.to_string();
         let done = v
             .queue_call("retrying the job", move |q| q.retry(&owned))
@@ -572,7 +579,7 @@ async fn delete(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -
     let v = v.into_inner();
     let r = async {
         let p = v.authenticate(&req)?;
-        let e = v.entry(&id, &p.name)?;
+        let e = v.entry(&id, &p.name).await?;
         let held = match v.up.locker.try_lock(&id).await {
             Ok(Some(h)) => h,
             Ok(None) => {
@@ -1067,7 +1074,7 @@ mod tests {
         let root = tmp.path().join("root/alice");
         fs::create_dir_all(&data).unwrap();
         let store = Store::open(&data.join("uploads")).unwrap();
-        let queue = SqliteQueue::open(
+        let queue = crate::queue::SqliteQueue::open(
             &data.join("queue.sqlite3"),
             crate::queue::Settings::default(),
             Arc::new(crate::queue::SystemClock),

@@ -1,14 +1,20 @@
 //! The job queue's behaviour, one suite for every backend: each backend gives a [`Harness`]
 //! (a way to open its storage again, on a clock the test moves) and [`behaviour_suite!`] runs
 //! every behaviour against it. Backend-specific durability tests follow.
+//!
+//! The Redis variants start their own `redis-server` (apt package; `scripts/setup.sh` installs
+//! it) on a free loopback port, AOF in a temporary directory, one per test.
 
 use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use service::queue::{
     Clock, Enqueued, EventKind, JobState, Lease, ManualClock, NewJob, NewTask, Queue, QueueError,
-    Settings, SqliteQueue, TaskState,
+    RedisQueue, Settings, SqliteQueue, TaskState,
 };
 
 /// Settings of every behaviour test.
@@ -43,14 +49,115 @@ fn sqlite() -> Harness {
     }
 }
 
-/// Runs each behaviour of [`behaviour`] against a backend.
+/// A redis-server of one test: loopback, a free port, append-only file in its own directory;
+/// stopped (SIGKILL) by pid on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut r = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts it (again) on the same port and directory: the AOF is replayed.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "yes", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt install redis-server; scripts/setup.sh does)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pong() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (Redis flushes its AOF and exits), waiting for the exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let st = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(st.success());
+            let code = c.wait().expect("wait for redis-server");
+            assert!(code.success(), "redis-server exited with {code}");
+        }
+    }
+
+    fn pong(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let mut b = [0u8; 7];
+            s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n"
+        })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn redis() -> Harness {
+    let server = RedisServer::start();
+    let url = server.url();
+    Harness {
+        clock: Arc::new(ManualClock::new(1_700_000_000_000)),
+        open: Box::new(move |clock| {
+            Box::new(RedisQueue::open(&url, "abr:q:test:", SETTINGS, clock).unwrap())
+        }),
+        _keep: Box::new(server),
+    }
+}
+
+/// Runs each behaviour of [`behaviour`] against every backend.
 macro_rules! behaviour_suite {
-    ($backend:ident, $harness:expr, [$($name:ident),* $(,)?]) => {
+    ([$($backend:ident),*], $names:tt) => {
+        $( behaviour_suite!(@one $backend, $names); )*
+    };
+    (@one $backend:ident, [$($name:ident),* $(,)?]) => {
         mod $backend {
             $(
                 #[test]
                 fn $name() {
-                    super::behaviour::$name(&$harness);
+                    super::behaviour::$name(&super::$backend());
                 }
             )*
         }
@@ -58,8 +165,7 @@ macro_rules! behaviour_suite {
 }
 
 behaviour_suite!(
-    sqlite,
-    super::sqlite(),
+    [sqlite, redis],
     [
         claim_lease_complete,
         enqueue_is_idempotent_and_validated,
@@ -570,6 +676,7 @@ mod behaviour {
         assert_eq!(rest.last().map(|e| e.job.as_str()), Some("j4"));
         assert!(all.iter().all(|e| e.at_ms == h.clock.now_ms()));
         assert!(q.events(all[4].seq, 10).unwrap().is_empty());
+        assert_eq!(q.last_event_seq().unwrap(), all[4].seq);
     }
 
     /// Workers racing on one queue claim every task exactly once.
@@ -598,6 +705,53 @@ mod behaviour {
         assert_eq!(unique.len(), 40);
         assert_eq!(q.job("j").unwrap().unwrap().state, JobState::Succeeded);
     }
+}
+
+/// Redis SIGTERMed and restarted (same port and directory: the AOF is replayed) between a claim
+/// and its completion: calls during the outage fail as `Storage` naming the job (no panic), the
+/// queue reconnects by itself, the job's state is intact and it completes.
+#[test]
+fn redis_restart_between_claim_and_complete() {
+    let mut server = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let q = RedisQueue::open(&server.url(), "abr:q:", SETTINGS, clock).unwrap();
+    q.enqueue(&job("j", 2)).unwrap();
+    let first = claim(&q, "w1");
+    q.complete(&first, &[]).unwrap();
+    let l = claim(&q, "w1");
+    q.renew(&l, 0.5).unwrap();
+    server.terminate();
+    match q.renew(&l, 0.6) {
+        Err(QueueError::Storage { context, .. }) => {
+            assert!(context.contains("job j task 1"), "{context}")
+        }
+        other => panic!("expected a storage error during the outage, got {other:?}"),
+    }
+    assert!(matches!(q.claim("w2"), Err(QueueError::Storage { .. })));
+    assert!(matches!(q.job("j"), Err(QueueError::Storage { .. })));
+    server.restart();
+    assert!(server.dir().join("appendonlydir").is_dir());
+    let info = q.job("j").unwrap().unwrap();
+    assert_eq!(info.state, JobState::Running);
+    assert_eq!(info.done(), (1, 2));
+    assert_eq!(
+        (info.tasks[1].state, info.tasks[1].progress),
+        (TaskState::Leased, 0.5)
+    );
+    assert!(q.claim("w2").unwrap().is_none(), "the lease survived");
+    assert_eq!(q.complete(&l, &[]).unwrap(), JobState::Succeeded);
+    assert_eq!(
+        kinds(&q, "j"),
+        [
+            EventKind::Enqueued,
+            EventKind::Claimed,
+            EventKind::Completed,
+            EventKind::Claimed,
+            EventKind::Completed,
+            EventKind::JobSucceeded
+        ]
+    );
+    assert_eq!(q.last_event_seq().unwrap(), 6);
 }
 
 /// SQLite: a process killed with SIGKILL in the middle of a stream of transactions loses none

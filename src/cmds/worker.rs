@@ -1,20 +1,26 @@
-//! `abr worker`: packaging workers on the job queue in `--data-dir` (`queue.sqlite3`, shared
-//! by every process on the box) until SIGTERM or SIGINT.
+//! `abr worker`: packaging workers on the job queue — in `--redis` (shared by a cluster) or
+//! in `--data-dir` (`queue.sqlite3`, shared by every process on the box) — until SIGTERM or
+//! SIGINT.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use service::queue::{Settings as QueueSettings, SqliteQueue, SystemClock};
+use service::queue::{Settings as QueueSettings, SystemClock};
 use service::worker::{spawn_pool, stop_on_signals, PlanOptions, Settings};
 
 /// `abr worker` arguments.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory of the job queue (`queue.sqlite3`, created if missing).
+    /// The shared data directory: the job queue (`queue.sqlite3`, created if missing) unless
+    /// `--redis`, and the uploads the jobs read.
     #[arg(long, env = "ABR_DATA_DIR")]
     data_dir: PathBuf,
+    /// Redis URL of the cluster's job queue (`redis://host:port/db`); none = the SQLite queue
+    /// in `--data-dir`.
+    #[arg(long, env = "ABR_REDIS")]
+    redis: Option<String>,
     /// Workers (tasks run at once) in this process.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -70,8 +76,9 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     let lease = Duration::from_secs(a.lease_seconds);
-    let queue = SqliteQueue::open(
-        &a.data_dir.join("queue.sqlite3"),
+    let queue = service::queue::open(
+        &a.data_dir,
+        a.redis.as_deref(),
         QueueSettings {
             lease,
             max_attempts: a.max_attempts,
@@ -84,7 +91,7 @@ pub fn run(a: Args) -> Result<()> {
         plan,
         ..Settings::default()
     };
-    let pool = spawn_pool(Arc::new(queue), a.workers, settings)?;
+    let pool = spawn_pool(queue, a.workers, settings)?;
     stop_on_signals(pool.stopper())?;
     tracing::info!(workers = ?pool.ids(), "abr worker running");
     pool.join();

@@ -6,6 +6,7 @@ pub mod cdn;
 pub mod origin;
 pub mod packages;
 pub mod player;
+pub mod redis;
 pub mod shard;
 pub mod slurm;
 pub mod uploads;

@@ -55,7 +55,8 @@ pub struct Ingest {
     pub port: u16,
     args: Vec<String>,
     starts: u32,
-    _dir: tempfile::TempDir,
+    /// The temporary directory of `data` and `root` (None for a [`Ingest::peer`]).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Ingest {
@@ -95,9 +96,27 @@ impl Ingest {
             port: free_port(),
             args,
             starts: 0,
-            _dir: dir,
+            _dir: Some(dir),
         };
         me.restart_env(env);
+        me
+    }
+
+    /// Another node on the same data directory and ROOT (a cluster behind a proxy): the same
+    /// arguments plus `extra`, its own port. Drop it before `self`.
+    pub fn peer(&self, extra: &[&str]) -> Ingest {
+        let mut args = self.args.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut me = Ingest {
+            server: None,
+            data: self.data.clone(),
+            root: self.root.clone(),
+            port: free_port(),
+            args,
+            starts: 0,
+            _dir: None,
+        };
+        me.restart();
         me
     }
 

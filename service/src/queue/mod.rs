@@ -1,6 +1,6 @@
 //! Durable job queue: a job is a list of tasks that workers claim with a lease, renew while
 //! they make progress, and complete or fail. One semantics, several backends ([`sqlite`] for one
-//! box; a shared one for clusters later), the same behaviour suite (`service/tests/queue.rs`).
+//! box, [`redis`] for clusters), the same behaviour suite (`service/tests/queue.rs`).
 //!
 //! - **Stages.** A task is claimable once every task of its job with a lower stage is done
 //!   (plan → shards → assemble). A completing task may add tasks to its job in the same step
@@ -20,15 +20,20 @@
 //! - **Events.** Every transition is an [`Event`] with a sequence number, for status pages,
 //!   server-sent events and `abr monitor`.
 //!
-//! Calls block (SQLite does I/O and fsyncs): from async code, call them on a blocking thread.
+//! Calls block (SQLite does I/O and fsyncs, Redis is a round trip): from async code, call them
+//! on a blocking thread.
 
+pub mod redis;
 pub mod sqlite;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::RedisQueue;
 pub use sqlite::SqliteQueue;
 
 /// Longest job id accepted.
@@ -344,6 +349,36 @@ pub trait Queue: Send + Sync {
 
     /// Reclaims every task whose lease passed (as a claim does); returns how many.
     fn expire_leases(&self) -> Result<usize, QueueError>;
+
+    /// The sequence number of the newest event (0 when there is none): where a follower of
+    /// [`Queue::events`] that wants only what comes next starts.
+    fn last_event_seq(&self) -> Result<u64, QueueError>;
+}
+
+/// File of the embedded queue in a data directory.
+pub const SQLITE_FILE: &str = "queue.sqlite3";
+
+/// The queue of a node: in the Redis at `redis` (shared by a cluster, keys under
+/// [`redis::DEFAULT_PREFIX`]) when given, else the SQLite file [`SQLITE_FILE`] in `data_dir`.
+pub fn open(
+    data_dir: &Path,
+    redis: Option<&str>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Queue>, QueueError> {
+    Ok(match redis {
+        Some(url) => Arc::new(RedisQueue::open(
+            url,
+            self::redis::DEFAULT_PREFIX,
+            settings,
+            clock,
+        )?),
+        None => Arc::new(SqliteQueue::open(
+            &data_dir.join(SQLITE_FILE),
+            settings,
+            clock,
+        )?),
+    })
 }
 
 /// The queue's clock (Unix ms): the system's, or one a test moves.
@@ -404,6 +439,39 @@ fn validate_id(id: &str) -> Result<(), QueueError> {
     }
 }
 
+/// Checks a job to enqueue: its id, at least one task, payload sizes.
+fn validate_job(job: &NewJob) -> Result<(), QueueError> {
+    validate_id(&job.id)?;
+    validate_tasks(&job.id, &job.tasks)?;
+    if job.tasks.is_empty() {
+        return Err(QueueError::Invalid {
+            job: job.id.clone(),
+            reason: "a job needs at least one task".into(),
+        });
+    }
+    if job.payload.len() > MAX_PAYLOAD {
+        return Err(QueueError::Invalid {
+            job: job.id.clone(),
+            reason: format!(
+                "a job payload of {} bytes exceeds {MAX_PAYLOAD}",
+                job.payload.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a worker name.
+fn check_worker(worker: &str) -> Result<(), QueueError> {
+    if worker.is_empty() || worker.len() > 128 || worker.chars().any(char::is_control) {
+        return Err(QueueError::Invalid {
+            job: "-".into(),
+            reason: format!("worker name {worker:?} must be 1–128 printable characters"),
+        });
+    }
+    Ok(())
+}
+
 fn validate_tasks(job: &str, tasks: &[NewTask]) -> Result<(), QueueError> {
     if let Some(t) = tasks.iter().find(|t| t.payload.len() > MAX_PAYLOAD) {
         return Err(QueueError::Invalid {
@@ -427,6 +495,15 @@ fn clip(reason: &str) -> &str {
         end -= 1;
     }
     &reason[..end]
+}
+
+/// A reported progress as stored: within 0–1, 0 when not a number.
+fn clamp_progress(p: f64) -> f64 {
+    if p.is_finite() {
+        p.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
 }
 
 /// Delay before attempt `attempt + 1` after attempt `attempt` failed: doubles, at most 64×.

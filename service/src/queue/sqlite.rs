@@ -9,9 +9,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    backoff, clip, validate_id, validate_tasks, Clock, Enqueued, Event, EventKind, JobInfo,
-    JobState, Lease, NewJob, NewTask, Queue, QueueError, Settings, TaskInfo, TaskState,
-    MAX_PAYLOAD,
+    backoff, check_worker, clamp_progress, clip, validate_job, validate_tasks, Clock, Enqueued,
+    Event, EventKind, JobInfo, JobState, Lease, NewJob, NewTask, Queue, QueueError, Settings,
+    TaskInfo, TaskState,
 };
 
 /// Schema version (`PRAGMA user_version`): 2 added `tasks.base` (the attempt a retry of the
@@ -308,18 +308,6 @@ impl SqliteQueue {
         &self.path
     }
 
-    /// The sequence number of the newest event (0 when there is none): where a follower of
-    /// [`Queue::events`] that wants only what comes next starts.
-    pub fn last_event_seq(&self) -> Result<u64, QueueError> {
-        let what = || "newest event".to_string();
-        self.tx(what, |tx, _| {
-            let seq: i64 = tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-                .context(what)?;
-            Ok(from_sql_ms(seq))
-        })
-    }
-
     /// Runs `f` in one immediate transaction, committed when it returns Ok.
     fn tx<T>(
         &self,
@@ -514,35 +502,9 @@ impl SqliteQueue {
     }
 }
 
-fn check_worker(worker: &str) -> Result<(), QueueError> {
-    if worker.is_empty() || worker.len() > 128 || worker.chars().any(char::is_control) {
-        return Err(QueueError::Invalid {
-            job: "-".into(),
-            reason: format!("worker name {worker:?} must be 1–128 printable characters"),
-        });
-    }
-    Ok(())
-}
-
 impl Queue for SqliteQueue {
     fn enqueue(&self, job: &NewJob) -> Result<Enqueued, QueueError> {
-        validate_id(&job.id)?;
-        validate_tasks(&job.id, &job.tasks)?;
-        if job.tasks.is_empty() {
-            return Err(QueueError::Invalid {
-                job: job.id.clone(),
-                reason: "a job needs at least one task".into(),
-            });
-        }
-        if job.payload.len() > MAX_PAYLOAD {
-            return Err(QueueError::Invalid {
-                job: job.id.clone(),
-                reason: format!(
-                    "a job payload of {} bytes exceeds {MAX_PAYLOAD}",
-                    job.payload.len()
-                ),
-            });
-        }
+        validate_job(job)?;
         let what = || format!("enqueue job {}", job.id);
         self.tx(what, |tx, now| {
             let inserted = tx
@@ -623,11 +585,7 @@ impl Queue for SqliteQueue {
     }
 
     fn renew(&self, lease: &Lease, progress: f64) -> Result<u64, QueueError> {
-        let progress = if progress.is_finite() {
-            progress.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let progress = clamp_progress(progress);
         let what = || format!("renew job {} task {}", lease.job, lease.task);
         self.tx(what, |tx, now| {
             self.fence(tx, lease)?;
@@ -878,5 +836,15 @@ impl Queue for SqliteQueue {
 
     fn expire_leases(&self) -> Result<usize, QueueError> {
         self.tx(|| "expire leases".into(), |tx, now| self.reap(tx, now))
+    }
+
+    fn last_event_seq(&self) -> Result<u64, QueueError> {
+        let what = || "newest event".to_string();
+        self.tx(what, |tx, _| {
+            let seq: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .context(what)?;
+            Ok(from_sql_ms(seq))
+        })
     }
 }

@@ -201,6 +201,7 @@ async fn patch(
         .ok_or_else(|| TusError::new(StatusCode::BAD_REQUEST, "Upload-Offset is required"))?;
     let expected = expected_checksum(req)?;
     let held = lock(up, id).await?;
+    let entry = up.locked_entry(id, entry).await?;
     let current = entry.offset();
     if offset != current {
         up.metrics.rejected.with_label_values(&["offset"]).inc();

@@ -48,6 +48,17 @@ pub(super) async fn sweep(up: &Arc<Uploads>) {
         let Ok(Some(_held)) = up.locker.try_lock(&id).await else {
             continue;
         };
+        // Another node sharing the directory may have written, completed or deleted it.
+        let Ok(e) = up.locked_entry(&id, e).await else {
+            continue;
+        };
+        let (state, full, expires) = {
+            let i = e.info();
+            (i.state, e.offset() == i.length, i.expires)
+        };
+        if state == UploadState::Complete || (!full && now < expires) {
+            continue;
+        }
         if full {
             up.complete(&id, &e).await;
         } else {

@@ -13,7 +13,7 @@
 //! - [`cors`] — preflights and exposed headers for uploads from other origins.
 //!
 //! When an upload's last byte is durable, its packaging job ([`crate::jobs::VideoJob`], id =
-//! the upload's) is enqueued in the embedded queue, then the upload is marked complete. A crash
+//! the upload's) is enqueued in the job queue (embedded, or Redis with `redis`), then the upload is marked complete. A crash
 //! between the two is repaired at start-up and by the sweeper: an upload whose durable offset is
 //! its length but which is not marked complete is enqueued again (a no-op for an existing job)
 //! and marked, so every complete upload has exactly one job.
@@ -44,7 +44,7 @@ use crate::config::Config;
 use crate::error::ServiceError;
 use crate::jobs::{new_job, VideoJob};
 use crate::metrics::UploadMetrics;
-use crate::queue::{Queue, SqliteQueue, SystemClock};
+use crate::queue::{Queue, SystemClock};
 use auth::Tokens;
 use lock::Locker;
 use store::{Info, Store, UploadState};
@@ -95,10 +95,13 @@ pub struct Uploads {
     pub(crate) root: PathBuf,
     /// `data_dir` (canonical).
     pub(crate) data_dir: PathBuf,
-    pub(crate) queue: Arc<SqliteQueue>,
+    pub(crate) queue: Arc<dyn Queue>,
     pub(crate) locker: Arc<dyn Locker>,
     pub(crate) metrics: UploadMetrics,
     index: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Other nodes share `data_dir` (`redis` is set: a cluster): the files, not the index, are
+    /// the truth, so requests read them again ([`Uploads::current`]).
+    pub(crate) shared: bool,
     expired: Mutex<HashSet<String>>,
     crash_after_complete: bool,
     /// The origin's CORS policy, for preflights of the tus methods.
@@ -180,12 +183,17 @@ impl Uploads {
             .map_err(|e| bad(format!("cannot create {}: {e}", data_dir.display())))?;
         let store = Store::open(&data_dir.join("uploads"))
             .map_err(|e| bad(format!("cannot open {}/uploads: {e}", data_dir.display())))?;
-        let queue = SqliteQueue::open(
-            &data_dir.join("queue.sqlite3"),
+        let queue = crate::queue::open(
+            data_dir,
+            config.redis.as_deref(),
             config.job_settings().0,
             Arc::new(SystemClock),
         )
         .map_err(|e| bad(e.to_string()))?;
+        let locker: Arc<dyn Locker> = match &config.redis {
+            Some(url) => Arc::new(lock::RedisLocker::new(url).map_err(|e| bad(e.to_string()))?),
+            None => Arc::new(lock::InProcess::default()),
+        };
         let tokens = Tokens::parse(&config.upload_tokens).map_err(ServiceError::Config)?;
         if tokens.is_empty() {
             tracing::warn!(target: "service", "ingest is on but no upload_tokens are configured: every upload is refused");
@@ -196,7 +204,7 @@ impl Uploads {
             .map_err(|e| bad(format!("cannot open {}: {e}", data_dir.display())))?;
         // Deletions a crash interrupted are finished first; a video whose deletion is pending
         // is never loaded.
-        let deleting = crate::videos::finish_deletions(&data_dir, &store, &queue)
+        let deleting = crate::videos::finish_deletions(&data_dir, &store, queue.as_ref())
             .map_err(|e| bad(format!("cannot finish pending deletions: {e}")))?;
         let loaded = store
             .load_all()
@@ -215,10 +223,11 @@ impl Uploads {
             expiration: Duration::from_secs(config.upload_expiration_s),
             root: origin.root.path().to_path_buf(),
             data_dir: data_dir.clone(),
-            queue: Arc::new(queue),
-            locker: Arc::new(lock::InProcess::default()),
+            queue,
+            locker,
             metrics,
             index: Mutex::new(index),
+            shared: config.redis.is_some(),
             expired: Mutex::new(HashSet::new()),
             crash_after_complete: std::env::var(CRASH_AFTER_COMPLETE_ENV).is_ok_and(|v| v == "1"),
             cors: origin.cors.clone(),
@@ -243,8 +252,8 @@ impl Uploads {
         Ok(up)
     }
 
-    /// The job queue the uploads enqueue into (`data_dir/queue.sqlite3`), for the in-process
-    /// packaging workers.
+    /// The job queue the uploads enqueue into (`data_dir/queue.sqlite3`, or Redis with
+    /// `redis`), for the in-process packaging workers.
     pub fn queue(&self) -> Arc<dyn Queue> {
         self.queue.clone()
     }
@@ -265,6 +274,70 @@ impl Uploads {
             .collect()
     }
 
+    /// Upload `id`'s entry. With a shared data directory it is read again from the disk first
+    /// (another node may have created it, moved its offset, completed or deleted it).
+    pub(crate) async fn current(&self, id: &str) -> io::Result<Option<Arc<Entry>>> {
+        if !self.shared {
+            return Ok(self.index().get(id).cloned());
+        }
+        let store = self.store.clone();
+        let owned = id.to_string();
+        let disk = blocking(move || store.read(&owned)).await?;
+        let mut index = self.index();
+        Ok(match disk {
+            None => {
+                index.remove(id);
+                None
+            }
+            Some((info, offset)) => Some(Self::adopt(&mut index, id, info, offset)),
+        })
+    }
+
+    /// With a shared data directory, the index brought up to the disk: the uploads other nodes
+    /// created are added, the others refreshed (for listings).
+    pub(crate) async fn refresh_all(&self) -> io::Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let all = blocking(move || {
+            let mut out = Vec::new();
+            for id in store.ids()? {
+                if let Some((info, offset)) = store.read(&id)? {
+                    out.push((id, info, offset));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        let mut index = self.index();
+        for (id, info, offset) in all {
+            Self::adopt(&mut index, &id, info, offset);
+        }
+        Ok(())
+    }
+
+    /// `id`'s entry set to what the disk says.
+    fn adopt(
+        index: &mut HashMap<String, Arc<Entry>>,
+        id: &str,
+        info: Info,
+        offset: u64,
+    ) -> Arc<Entry> {
+        match index.get(id) {
+            Some(e) => {
+                *e.info() = info;
+                e.offset.store(offset, Ordering::Release);
+                e.clone()
+            }
+            None => {
+                let e = Arc::new(Entry::new(info, offset));
+                index.insert(id.to_string(), e.clone());
+                e
+            }
+        }
+    }
+
     /// Upload `id` of `principal`: 404 when there is none or it is another principal's, 410
     /// when it expired (it is deleted then).
     async fn lookup(&self, id: &str, principal: &str) -> Result<Arc<Entry>, TusError> {
@@ -272,7 +345,10 @@ impl Uploads {
         if !store::valid_id(id) {
             return Err(not_found());
         }
-        let entry = self.index().get(id).cloned();
+        let entry = self
+            .current(id)
+            .await
+            .map_err(|e| TusError::internal("reading the upload", e))?;
         let Some(entry) = entry else {
             let gone = self
                 .expired
@@ -302,6 +378,22 @@ impl Uploads {
             return Err(TusError::new(StatusCode::GONE, "the upload expired"));
         }
         Ok(entry)
+    }
+
+    /// `entry` of upload `id` once its lock is held: with a shared data directory read again
+    /// (what another node wrote before it let the lock go); 404 when it was deleted meanwhile.
+    pub(crate) async fn locked_entry(
+        &self,
+        id: &str,
+        entry: Arc<Entry>,
+    ) -> Result<Arc<Entry>, TusError> {
+        if !self.shared {
+            return Ok(entry);
+        }
+        self.current(id)
+            .await
+            .map_err(|e| TusError::internal("reading the upload", e))?
+            .ok_or_else(|| TusError::new(StatusCode::NOT_FOUND, "no such upload"))
     }
 
     /// Deletes upload `id` (bytes and all) because of `reason` (`expired`, `terminated`).

@@ -168,15 +168,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Upload `id` as the disk has it now, read only (another node sharing the directory may
+    /// have created it or moved its offset): its info and durable offset, `None` when absent.
+    pub fn read(&self, id: &str) -> io::Result<Option<(Info, u64)>> {
+        let dir = self.dir_of(id);
+        let bytes = match fs::read(dir.join("info.json")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let info: Info = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+        let offset = read_offset(&dir)?.min(info.length);
+        Ok(Some((info, offset)))
+    }
+
+    /// Ids of the uploads on disk.
+    pub fn ids(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            if let Some(name) = e?.file_name().to_str().filter(|n| valid_id(n)) {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     fn load(&self, id: &str) -> io::Result<Loaded> {
         let dir = self.dir_of(id);
         let info: Info =
             serde_json::from_slice(&fs::read(dir.join("info.json"))?).map_err(io::Error::other)?;
-        let text = fs::read_to_string(dir.join("offset"))?;
-        let mut offset: u64 = text
-            .trim()
-            .parse()
-            .map_err(|_| io::Error::other(format!("offset file holds '{}'", text.trim())))?;
+        let mut offset = read_offset(&dir)?;
         let data = OpenOptions::new().write(true).open(dir.join("data"))?;
         let len = data.metadata()?.len();
         if len > offset {
@@ -196,6 +217,14 @@ impl Store {
             offset,
         })
     }
+}
+
+/// The durable offset in `dir/offset`.
+fn read_offset(dir: &Path) -> io::Result<u64> {
+    let text = fs::read_to_string(dir.join("offset"))?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("{}/offset holds '{}'", dir.display(), text.trim())))
 }
 
 fn info_json(info: &Info) -> io::Result<Vec<u8>> {

@@ -8,7 +8,6 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::store::UploadState;
 use super::{blocking, core, tus_response, TusError, Uploads};
-use crate::queue::Queue;
 
 /// DELETE of upload `id` (423 while a PATCH writes it).
 pub(super) async fn delete(
@@ -19,6 +18,7 @@ pub(super) async fn delete(
     let p = core::authenticate(req, up)?;
     let entry = up.lookup(id, &p.name).await?;
     let held = core::lock(up, id).await?;
+    let entry = up.locked_entry(id, entry).await?;
     if entry.info().state == UploadState::Complete {
         let q = up.queue.clone();
         let owned = id.to_string();

@@ -1,0 +1,145 @@
+//! Uploads on a cluster: two `abr serve --ingest --redis URL` nodes on one data directory and
+//! ROOT (as behind nginx, where the PATCHes of one upload may reach different nodes), with
+//! their own redis-server: the files on disk are the truth for every node, the upload lock and
+//! the job queue are in Redis.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::origin::{parse_response, request, wait_until, Response};
+use common::redis::Redis;
+use common::uploads::{token_spec, Ingest, OCTETS, TUS};
+use service::queue::{EventKind, JobState, Queue, RedisQueue, Settings, SystemClock};
+
+const ALICE: &str = "alice-cluster-token";
+
+/// Redis, node A and node B (drop order: B, A, Redis).
+fn cluster() -> (Redis, Ingest, Ingest) {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = Ingest::start(&[token_spec("alice", ALICE, "")], &["--redis", &url]);
+    let b = a.peer(&[]);
+    (redis, a, b)
+}
+
+fn id_of(path: &str) -> String {
+    path.rsplit('/').next().unwrap().to_string()
+}
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// `GET /api/v1/videos/{id}` on `node`, its JSON (asserting 200).
+fn video(node: &Ingest, id: &str) -> serde_json::Value {
+    let auth = format!("Bearer {ALICE}");
+    let r: Response = request(
+        node.addr(),
+        "GET",
+        &format!("/api/v1/videos/{id}"),
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// Created on A, half sent to A, HEAD on B reports A's offset, the rest sent to B completes
+/// it: the bytes are whole, exactly one job exists (queued, in Redis), and both nodes' video
+/// API (listing included) say so.
+#[test]
+fn one_upload_across_two_nodes() {
+    let (redis, a, b) = cluster();
+    let data = body(300_000);
+    let path = a.created(ALICE, data.len() as u64, "cat");
+    let id = id_of(&path);
+    let r = a.patch(&path, ALICE, 0, &data[..100_000], &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(b.offset(&path, ALICE), 100_000, "B sees A's offset");
+    // A stale offset is refused on B as on A.
+    assert_eq!(b.patch(&path, ALICE, 0, &data[..10], &[]).status, 409);
+    let r = b.patch(&path, ALICE, 100_000, &data[100_000..], &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("upload-offset"), Some("300000"));
+    assert_eq!(a.offset(&path, ALICE), 300_000, "A sees B's offset");
+    assert_eq!(std::fs::read(a.data_file(&id)).unwrap(), data);
+    assert_eq!(a.info(&id)["state"], "complete");
+    // The job is in Redis, once.
+    let q = RedisQueue::open(
+        &redis.url(),
+        service::queue::redis::DEFAULT_PREFIX,
+        Settings::default(),
+        std::sync::Arc::new(SystemClock),
+    )
+    .unwrap();
+    assert_eq!(q.job(&id).unwrap().unwrap().state, JobState::Queued);
+    let enqueued = q
+        .events(0, 1000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.job == id && e.kind == EventKind::Enqueued)
+        .count();
+    assert_eq!(enqueued, 1);
+    assert!(
+        !a.data.join("queue.sqlite3").exists(),
+        "no SQLite queue with redis"
+    );
+    for node in [&a, &b] {
+        assert_eq!(video(node, &id)["state"], "queued");
+    }
+    // B lists the video A created.
+    let auth = format!("Bearer {ALICE}");
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/v1/videos",
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(String::from_utf8_lossy(&r.body).contains(&id), "{r:?}");
+}
+
+/// Two PATCHes of one upload at once, on A and on B: while A's (its body sent slowly) holds the
+/// upload's lock in Redis, B's is refused with 423; A's then completes the upload.
+#[test]
+fn concurrent_patches_on_two_nodes_one_is_locked() {
+    let (redis, a, b) = cluster();
+    let data = body(50_000);
+    let path = a.created(ALICE, data.len() as u64, "dog");
+    let id = id_of(&path);
+    let mut slow = TcpStream::connect(a.addr()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{}: {}\r\n{}: {}\r\n\
+         Authorization: Bearer {ALICE}\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        a.addr(),
+        TUS.0,
+        TUS.1,
+        OCTETS.0,
+        OCTETS.1,
+        data.len()
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&data[..1000]).unwrap();
+    let key = format!("abr:lock:upload:{id}");
+    wait_until(Duration::from_secs(10), "A takes the upload's lock", || {
+        redis.exists(&key)
+    });
+    let r = b.patch(&path, ALICE, 0, &data, &[]);
+    assert_eq!(r.status, 423, "{r:?}");
+    slow.write_all(&data[1000..]).unwrap();
+    let mut raw = Vec::new();
+    slow.read_to_end(&mut raw).unwrap();
+    let r = parse_response(&raw, false).unwrap();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(b.offset(&path, ALICE), data.len() as u64);
+    assert_eq!(std::fs::read(a.data_file(&id)).unwrap(), data);
+    wait_until(Duration::from_secs(10), "A releases the lock", || {
+        !redis.exists(&key)
+    });
+}
