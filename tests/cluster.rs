@@ -7,12 +7,19 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::origin::{free_port, get, request, request_with_body, sample_root};
+use common::origin::{
+    assert_plays, free_port, get, request, request_with_body, sample_root, Response,
+};
+use common::uploads::{b64, token_spec, OCTETS, TUS};
+use service::queue::{
+    EventKind, JobState, Queue, RedisQueue, Settings as QueueSettings, SystemClock, TaskState,
+};
+use std::sync::Arc;
 
 /// A cluster started by cluster.sh, stopped (`down`) on drop.
 struct Cluster {
@@ -44,17 +51,23 @@ fn cluster_ports(n: u16) -> (u16, u16, u16) {
 }
 
 impl Cluster {
+    /// 3 nodes serving the sample package.
     fn up() -> Cluster {
+        Cluster::up_with(&sample_root(), &[])
+    }
+
+    /// 3 nodes serving `root`, with more cluster.sh settings.
+    fn up_with(root: &Path, settings: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("abr-cluster-")
             .tempdir_in(common::fixture_dir())
             .unwrap()
             .keep();
         let (base, nginx, redis) = cluster_ports(3);
-        let env: Vec<(String, String)> = [
+        let mut env: Vec<(String, String)> = [
             ("ABR_BIN", env!("CARGO_BIN_EXE_abr").to_string()),
             ("CLUSTER_DIR", dir.to_str().unwrap().to_string()),
-            ("CLUSTER_ROOT", sample_root().to_str().unwrap().to_string()),
+            ("CLUSTER_ROOT", root.to_str().unwrap().to_string()),
             ("CLUSTER_NODES", "3".into()),
             ("CLUSTER_PORT", nginx.to_string()),
             ("CLUSTER_NODE_BASE_PORT", base.to_string()),
@@ -70,6 +83,7 @@ impl Cluster {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let c = Cluster {
             dir,
             env,
@@ -103,7 +117,12 @@ impl Cluster {
     }
 
     fn pid(&self, node: usize) -> i32 {
-        std::fs::read_to_string(self.dir.join(format!("node{node}.pid")))
+        self.pid_of(&format!("node{node}"))
+    }
+
+    /// The pid cluster.sh recorded for component `name` (`node2`, `worker1`, `redis`).
+    fn pid_of(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
             .unwrap()
             .trim()
             .parse()
@@ -362,5 +381,218 @@ fn node_killed_while_hls_js_plays_through_nginx() {
     eprintln!(
         "node loss: played {} s, max stall {} s",
         v["played"], v["maxStallS"]
+    );
+}
+
+/// A tus request through `addr` with alice's token.
+fn tus(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut h = vec![TUS, ("Authorization", "Bearer tok-a")];
+    h.extend_from_slice(headers);
+    if body.is_empty() {
+        request(addr, method, path, &h)
+    } else {
+        request_with_body(addr, method, path, &h, body)
+    }
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The video service on the cluster (issue 13, acceptance 2 and 3): an upload through nginx,
+/// its PATCHes landing on different nodes, is packaged by two `abr worker`s with the jobs in
+/// Redis. The worker running a shard is SIGKILLed, then Redis is stopped and started again (its
+/// append-only file keeps the jobs); the job ends once on the other worker, reusing the tasks
+/// done before, with one published package that hls.js and dash.js play through nginx.
+#[test]
+fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
+    let root = tempfile::Builder::new()
+        .prefix("abr-cluster-root-")
+        .tempdir_in(common::fixture_dir())
+        .unwrap();
+    let token = token_spec("alice", "tok-a", "");
+    let c = Cluster::up_with(
+        root.path(),
+        &[
+            ("CLUSTER_INGEST", "1"),
+            ("CLUSTER_UPLOAD_TOKENS", &token),
+            ("CLUSTER_JOB_WORKERS", "2"),
+            // A short lease: the killed worker's shard is reclaimed soon.
+            ("CLUSTER_WORKER_ARGS", "--lease-seconds 4 --shard-seconds 4"),
+        ],
+    );
+    let redis_url = format!(
+        "redis://127.0.0.1:{}/",
+        c.env
+            .iter()
+            .find(|(k, _)| k == "CLUSTER_REDIS_PORT")
+            .unwrap()
+            .1
+    );
+
+    // 13 s of 1080p: 4 shards of 4 s (the last one short), audio, plan and assembly.
+    let src = common::fixture("1080p30", 13);
+    let bytes = std::fs::read(&src).unwrap();
+    let meta = format!("name {},filename {}", b64(b"trip"), b64(b"trip.mp4"));
+    let len = bytes.len().to_string();
+    let r = tus(
+        c.nginx,
+        "POST",
+        "/api/v1/uploads",
+        &[("Upload-Length", &len), ("Upload-Metadata", &meta)],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let loc = r.header("location").unwrap().to_string();
+    let id = loc.rsplit('/').next().unwrap().to_string();
+    // Four PATCHes, each after a HEAD for the offset (as a resuming client does), each on a
+    // new connection: nginx spreads them over the nodes.
+    let chunk = bytes.len().div_ceil(4);
+    loop {
+        let r = tus(c.nginx, "HEAD", &loc, &[], b"");
+        assert_eq!(r.status, 200, "{r:?}");
+        let off: usize = r.header("upload-offset").unwrap().parse().unwrap();
+        if off == bytes.len() {
+            break;
+        }
+        let end = (off + chunk).min(bytes.len());
+        let o = off.to_string();
+        let r = tus(
+            c.nginx,
+            "PATCH",
+            &loc,
+            &[OCTETS, ("Upload-Offset", &o)],
+            &bytes[off..end],
+        );
+        assert_eq!(r.status, 204, "PATCH at {off}: {r:?}");
+    }
+    let nginx_log = std::fs::read_to_string(c.dir.join("nginx-access.log")).unwrap();
+    let patch_nodes: std::collections::BTreeSet<String> = nginx_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["method"] == "PATCH")
+        .map(|v| v["upstream_addr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        patch_nodes.len() >= 2,
+        "the PATCHes all reached one node: {patch_nodes:?}"
+    );
+
+    // The worker running a video shard that has made progress is SIGKILLed.
+    let q = RedisQueue::open(
+        &redis_url,
+        service::queue::redis::DEFAULT_PREFIX,
+        QueueSettings::default(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let (task, worker) = loop {
+        let j = q.job(&id).unwrap().expect("the upload's job");
+        let leased = j
+            .tasks
+            .iter()
+            .find(|t| t.stage == 1 && t.state == TaskState::Leased && t.progress > 0.0);
+        if let Some(t) = leased {
+            break (t.index, t.worker.clone().unwrap());
+        }
+        assert!(!j.state.is_final(), "{j:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no shard encoding: {j:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let done_before: Vec<u32> = q
+        .job(&id)
+        .unwrap()
+        .unwrap()
+        .tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Done)
+        .map(|t| t.index)
+        .collect();
+    let pid: i32 = worker.split(':').nth(1).unwrap().parse().unwrap();
+    let victim = (1..=2)
+        .find(|i| c.pid_of(&format!("worker{i}")) == pid)
+        .unwrap_or_else(|| panic!("worker {worker} is not one of the cluster's"));
+    c.run(&["kill-worker", &victim.to_string()]);
+
+    // Redis goes away and comes back (SIGTERM: it finishes its append-only file).
+    c.run(&["stop-redis"]);
+    let r = get(
+        c.nginx,
+        &format!("/api/v1/videos/{id}"),
+        &[("Authorization", "Bearer tok-a")],
+    )
+    .unwrap();
+    assert!(r.status >= 500, "the videos API without Redis: {r:?}");
+    c.run(&["start-redis"]);
+
+    let job = loop {
+        // The first call on a connection Redis closed fails; the queue reconnects for the next.
+        let j = match q.job(&id) {
+            Ok(j) => j.expect("the job survived the Redis restart"),
+            Err(e) => {
+                eprintln!("queue after the Redis restart: {e}");
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+        };
+        if j.state.is_final() {
+            break j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "not finished: {j:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let t = &job.tasks[task as usize];
+    assert_ne!(t.worker.as_deref(), Some(worker.as_str()), "{t:?}");
+    let events = q.events(0, 100_000).unwrap();
+    for i in done_before {
+        let claims = events
+            .iter()
+            .filter(|e| e.job == id && e.task == Some(i) && e.kind == EventKind::Claimed)
+            .count();
+        assert_eq!(claims, 1, "task {i}, done before the kill, ran again");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.job == id && e.task == Some(task) && e.kind == EventKind::LeaseExpired),
+        "the killed worker's lease did not expire"
+    );
+
+    // Ready through any node; one package under ROOT/alice, and it plays through nginx.
+    let r = get(
+        c.nginx,
+        &format!("/api/v1/videos/{id}"),
+        &[("Authorization", "Bearer tok-a")],
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["state"], "ready", "{v}");
+    let names: Vec<_> = std::fs::read_dir(root.path().join("alice"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["trip"], "one package, nothing else");
+    for (player, manifest) in [
+        ("hls", "/alice/trip/hls/master.m3u8"),
+        ("dash", "/alice/trip/dash/manifest.mpd"),
+    ] {
+        let v = assert_plays(&format!("http://{}{manifest}", c.nginx), player, &[]);
+        eprintln!("{player} through nginx: played {} s", v["played"]);
+    }
+    eprintln!(
+        "cluster upload → package with a worker kill and a Redis restart: {:.1} s",
+        t0.elapsed().as_secs_f64()
     );
 }
