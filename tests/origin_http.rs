@@ -1341,6 +1341,39 @@ fn signed_urls() {
     assert!(r.status == 400 || r.status == 404, "{}", r.status);
     // Health endpoints stay open.
     assert_eq!(get(s.addr, "/healthz", &[]).status, 200);
+    drop(s);
+
+    // Nested packages (the video service's `<principal>/<name>`): a token for alice/holiday
+    // opens that package only; one for alice every package under it.
+    copy_dir(&root.join("sample"), &root.join("alice/holiday"));
+    copy_dir(&root.join("sample"), &root.join("alice/trip"));
+    let s = Server::start(&root, &["--signing-key", "secretkey"]);
+    let sign = |package: &str| {
+        let o = common::abr(&["sign", package, "--key", "secretkey", "--ttl", "60"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let holiday = sign("alice/holiday");
+    assert!(holiday.ends_with("/alice/holiday/"), "{holiday}");
+    let r = get(s.addr, &format!("{holiday}hls/master.m3u8"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, disk(MASTER));
+    let r = get(s.addr, &format!("{holiday}{seg_rel}"), &[]);
+    assert_eq!(r.body, disk("sample/hls/720p/seg_00002.ts"));
+    let trip = holiday.replace("/alice/holiday/", "/alice/trip/");
+    assert_eq!(
+        get(s.addr, &format!("{trip}hls/master.m3u8"), &[]).status,
+        403
+    );
+    let alice = sign("alice");
+    for p in ["holiday", "trip"] {
+        let r = get(s.addr, &format!("{alice}{p}/hls/master.m3u8"), &[]);
+        assert_eq!(r.status, 200, "{p}");
+    }
+    for bad in ["alice/../x", "", "a/.hidden", "_t/x", "a/b/c/d/e"] {
+        let o = common::abr(&["sign", bad, "--key", "k"]);
+        assert!(!o.status.success(), "abr sign '{bad}' succeeded");
+    }
     drop(t);
 }
 

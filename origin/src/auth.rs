@@ -1,6 +1,9 @@
 //! Signed URLs: an HMAC-SHA256 token with an expiry, scoped to one package, carried in the path
 //! (`/_t/<expiry>/<signature>/<package>/…`) so that the relative URLs inside manifests inherit
-//! it — one token covers a package's manifests and segments, as CDN token auth does.
+//! it — one token covers a package's manifests and segments, as CDN token auth does. A package
+//! may be nested (`alice/holiday`, as the video service publishes them): the token is checked
+//! against each directory prefix of the path up to [`MAX_SCOPE_DEPTH`] segments, so a token for
+//! `alice/holiday` opens that package only, and one for `alice` every package under it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +14,8 @@ use sha2::Sha256;
 
 /// Path prefix of signed URLs.
 pub const PREFIX: &str = "_t";
+/// Most path segments a signed package scope has.
+pub const MAX_SCOPE_DEPTH: usize = 4;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +68,28 @@ pub fn verify(
         return Err(TokenError::Expired);
     }
     Ok(expiry - now)
+}
+
+/// [`verify`] for the path after the token, `rest` (`["alice", "holiday", "hls", "x.m3u8"]`):
+/// valid when the token signs one of its directory prefixes (at most [`MAX_SCOPE_DEPTH`]
+/// segments, never the whole path). Every prefix is checked, in constant time each.
+pub fn verify_path(
+    key: &[u8],
+    expiry: &str,
+    sig: &str,
+    rest: &[&str],
+    now: SystemTime,
+) -> Result<u64, TokenError> {
+    let depth = rest.len().saturating_sub(1).min(MAX_SCOPE_DEPTH);
+    let mut found = Err(TokenError::Invalid);
+    for k in 1..=depth {
+        match verify(key, expiry, sig, &rest[..k].join("/"), now) {
+            Ok(left) => return Ok(left),
+            Err(TokenError::Expired) => found = Err(TokenError::Expired),
+            Err(TokenError::Invalid) => {}
+        }
+    }
+    found
 }
 
 /// Key bytes from configuration: `hex:…` is decoded, anything else is used as text.
@@ -125,6 +152,31 @@ mod tests {
         assert_eq!(
             signed_prefix(key, 2_000, "movie"),
             format!("/_t/2000/{sig}/movie/")
+        );
+        // Nested scopes: a token for alice/holiday opens that package only; one for alice
+        // every package under it; never the file itself as a scope.
+        let nested = sign(key, 2_000, "alice/holiday");
+        let path = |p: &str| p.split('/').map(str::to_string).collect::<Vec<_>>();
+        let ok = |sig: &str, p: &str| {
+            let segs = path(p);
+            let refs: Vec<&str> = segs.iter().map(String::as_str).collect();
+            verify_path(key, "2000", sig, &refs, now)
+        };
+        assert_eq!(ok(&nested, "alice/holiday/hls/master.m3u8"), Ok(1_000));
+        assert_eq!(
+            ok(&nested, "alice/other/hls/master.m3u8"),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(ok(&nested, "alice/holiday"), Err(TokenError::Invalid));
+        let all = sign(key, 2_000, "alice");
+        assert_eq!(ok(&all, "alice/other/hls/master.m3u8"), Ok(1_000));
+        assert_eq!(ok(&sig, "movie/hls/master.m3u8"), Ok(1_000));
+        let old = sign(key, 500, "alice/holiday");
+        let segs = path("alice/holiday/a.ts");
+        let refs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        assert_eq!(
+            verify_path(key, "500", &old, &refs, now),
+            Err(TokenError::Expired)
         );
         assert_eq!(key_bytes("hex:00ff"), vec![0, 255]);
         assert_eq!(key_bytes("plain"), b"plain".to_vec());

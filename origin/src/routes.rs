@@ -274,7 +274,7 @@ async fn package_file(req: &HttpRequest, state: &State) -> HttpResponse {
     // response may be cached.
     let (segs, token_left) = match (segs.first().copied(), &state.signing_key) {
         (Some(crate::auth::PREFIX), Some(key)) if segs.len() >= 5 => {
-            match crate::auth::verify(key, segs[1], segs[2], segs[3], SystemTime::now()) {
+            match crate::auth::verify_path(key, segs[1], segs[2], &segs[3..], SystemTime::now()) {
                 Ok(left) => (&segs[3..], Some(left)),
                 Err(crate::auth::TokenError::Expired) => {
                     return text(StatusCode::FORBIDDEN, "token expired\n")
