@@ -149,3 +149,18 @@ fn concurrent_patches_on_two_nodes_one_is_locked() {
         !redis.exists(&key)
     });
 }
+
+/// An upload created on A and deleted on B (tus termination) is gone for A too: HEAD on A
+/// answers 404 and its directory is removed.
+#[test]
+fn deleted_on_one_node_gone_on_the_other() {
+    let (_redis, a, b) = cluster();
+    let path = a.created(ALICE, 1000, "owl");
+    let id = id_of(&path);
+    assert_eq!(a.patch(&path, ALICE, 0, &body(10), &[]).status, 204);
+    let r = b.tus("DELETE", &path, Some(ALICE), &[], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = a.tus("HEAD", &path, Some(ALICE), &[], b"");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(!a.uploads_dir().join(&id).exists());
+}
