@@ -111,6 +111,13 @@ fn concurrent_patches_on_two_nodes_one_is_locked() {
     let data = body(50_000);
     let path = a.created(ALICE, data.len() as u64, "dog");
     let id = id_of(&path);
+    // The creation held the lock too: once it let it go, the key is only A's PATCH's.
+    let key = format!("abr:lock:upload:{id}");
+    wait_until(
+        Duration::from_secs(10),
+        "the creation releases the lock",
+        || !redis.exists(&key),
+    );
     let mut slow = TcpStream::connect(a.addr()).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -126,7 +133,6 @@ fn concurrent_patches_on_two_nodes_one_is_locked() {
     );
     slow.write_all(head.as_bytes()).unwrap();
     slow.write_all(&data[..1000]).unwrap();
-    let key = format!("abr:lock:upload:{id}");
     wait_until(Duration::from_secs(10), "A takes the upload's lock", || {
         redis.exists(&key)
     });
@@ -142,4 +148,19 @@ fn concurrent_patches_on_two_nodes_one_is_locked() {
     wait_until(Duration::from_secs(10), "A releases the lock", || {
         !redis.exists(&key)
     });
+}
+
+/// An upload created on A and deleted on B (tus termination) is gone for A too: HEAD on A
+/// answers 404 and its directory is removed.
+#[test]
+fn deleted_on_one_node_gone_on_the_other() {
+    let (_redis, a, b) = cluster();
+    let path = a.created(ALICE, 1000, "owl");
+    let id = id_of(&path);
+    assert_eq!(a.patch(&path, ALICE, 0, &body(10), &[]).status, 204);
+    let r = b.tus("DELETE", &path, Some(ALICE), &[], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = a.tus("HEAD", &path, Some(ALICE), &[], b"");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(!a.uploads_dir().join(&id).exists());
 }

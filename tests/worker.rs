@@ -1,6 +1,7 @@
 //! Packaging jobs run by leased workers (`abr worker`), driven through the real binary; the
 //! test enqueues, watches and cancels through the same SQLite queue file
-//! (`service::queue::SqliteQueue`, WAL: several processes on one box).
+//! (`service::queue::SqliteQueue`, WAL: several processes on one box), or the same Redis
+//! (`abr worker --redis`).
 //!
 //! - End to end: a job enqueued with `service::jobs::new_job` is planned, encoded (one task per
 //!   shard and the audio task) and assembled by `abr worker`; the package is published at `out`
@@ -16,6 +17,9 @@
 //!   task is claimable at once, not after its lease) and exits 0; another worker finishes.
 //! - A paused worker (SIGSTOP past its lease) whose task was reclaimed aborts when resumed (its
 //!   renewal is refused as stale) and completes nothing; the task completes once.
+//!
+//! - Redis: `abr worker --redis URL` runs a job from the Redis queue; Redis SIGTERMed and
+//!   restarted (AOF) while shards encode: the job completes, published once.
 //!
 //! Plans use 2 s segments and 4 s shards; the crash, cancel, SIGTERM and pause tests use a slow
 //! x264 preset so that a shard encodes for a few seconds.
@@ -34,8 +38,8 @@ use common::verify::verify;
 use common::*;
 use service::jobs::{new_job, VideoJob};
 use service::queue::{
-    EventKind, JobInfo, JobState, Lease, Queue, QueueError, Settings, SqliteQueue, SystemClock,
-    TaskState,
+    EventKind, JobInfo, JobState, Lease, Queue, QueueError, RedisQueue, Settings, SqliteQueue,
+    SystemClock, TaskState,
 };
 
 fn workdir(name: &str) -> tempfile::TempDir {
@@ -69,7 +73,7 @@ fn ladder(dir: &Path, preset: &str) -> PathBuf {
 /// One test's queue, package root and workers (dropped in this order: workers killed first).
 struct Setup {
     workers: Vec<WorkerProc>,
-    queue: SqliteQueue,
+    queue: Box<dyn Queue>,
     dir: tempfile::TempDir,
 }
 
@@ -104,15 +108,38 @@ impl Drop for WorkerProc {
 
 impl Setup {
     fn new(name: &str) -> Setup {
+        Self::open(name, None)
+    }
+
+    /// Like [`Setup::new`] with the queue in the Redis at `url` (workers need `--redis`).
+    fn with_redis(name: &str, url: &str) -> Setup {
+        Self::open(name, Some(url))
+    }
+
+    fn open(name: &str, redis: Option<&str>) -> Setup {
         let dir = workdir(name);
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::create_dir_all(dir.path().join("packages")).unwrap();
-        let queue = SqliteQueue::open(
-            &dir.path().join("data/queue.sqlite3"),
-            Settings::default(),
-            Arc::new(SystemClock),
-        )
-        .unwrap();
+        let clock = Arc::new(SystemClock);
+        let queue: Box<dyn Queue> = match redis {
+            Some(url) => Box::new(
+                RedisQueue::open(
+                    url,
+                    service::queue::redis::DEFAULT_PREFIX,
+                    Settings::default(),
+                    clock,
+                )
+                .unwrap(),
+            ),
+            None => Box::new(
+                SqliteQueue::open(
+                    &dir.path().join("data/queue.sqlite3"),
+                    Settings::default(),
+                    clock,
+                )
+                .unwrap(),
+            ),
+        };
         Setup {
             workers: Vec::new(),
             queue,
@@ -628,4 +655,47 @@ fn a_paused_worker_whose_lease_was_reclaimed_aborts_and_drops_its_result() {
     assert!(completions[0].attempt > Some(attempt));
     assert_ne!(completions[0].detail.as_deref(), Some(worker.as_str()));
     assert_published_once(&st, "v6", &src);
+}
+
+/// `abr worker --redis`: the job runs from the Redis queue; Redis is SIGTERMed while shards
+/// encode (the workers' renewals fail, they keep encoding) and restarted on the same port and
+/// AOF before the leases pass: nothing is lost, the job completes and is published once.
+#[test]
+fn redis_restart_during_a_job_the_job_completes() {
+    let src = fixture("360p25-mono", 20);
+    let redis_dir = workdir("redis-aof");
+    let port = common::origin::free_port();
+    let mut redis = common::redis::Redis::start_durable(port, redis_dir.path());
+    let url = redis.url();
+    let mut st = Setup::with_redis("redis", &url);
+    st.enqueue("v7", &src);
+    let l = ladder(st.dir.path(), "slow");
+    st.start_worker(&l, &["--workers", "2", "--redis", &url]);
+    assert!(!st.dir.path().join("data/queue.sqlite3").exists());
+    let audio = audio_index(&st, "v7");
+    poll(
+        300,
+        "no shard started encoding",
+        || encoding_shard(&st, "v7", audio).is_some(),
+        || format!("{:#?}\n{}", st.job("v7"), st.logs()),
+    );
+    redis.terminate();
+    poll(
+        60,
+        "the workers did not notice the outage",
+        || st.logs().contains("cannot renew the lease"),
+        || st.logs(),
+    );
+    let _back = common::redis::Redis::start_durable(port, redis_dir.path());
+    let job = st.wait_final("v7", 600);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", st.logs());
+    assert_published_once(&st, "v7", &src);
+    let ev = st.queue.events(0, 100_000).unwrap();
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.job == "v7" && e.kind == EventKind::Enqueued)
+            .count(),
+        1
+    );
+    assert!(ev.iter().any(|e| e.kind == EventKind::JobSucceeded));
 }

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,21 @@ impl Redis {
 
     /// Like [`Redis::start`] on `port`.
     pub fn start_on(port: u16) -> Redis {
+        Self::spawn(port, &["--appendonly", "no"])
+    }
+
+    /// A durable one on `port`: append-only file in `dir` (started again on the same port and
+    /// directory, it has what it had).
+    pub fn start_durable(port: u16, dir: &Path) -> Redis {
+        let dir = dir.to_str().expect("UTF-8 path");
+        Self::spawn(port, &["--appendonly", "yes", "--dir", dir])
+    }
+
+    fn spawn(port: u16, persistence: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,6 +76,15 @@ impl Redis {
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGTERM (a durable one writes its AOF out) and waits for its exit.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+        let st = self.child.wait().expect("wait for redis-server");
+        assert!(st.success(), "redis-server exited with {st}");
     }
 
     /// SIGKILLs it and reaps it.

@@ -414,28 +414,46 @@ impl RedisQueue {
         })
     }
 
-    /// Runs `f` on a pooled connection (a new one when none is idle); a connection that
-    /// failed is dropped, so the next call reconnects.
+    /// A new connection with the call timeouts.
+    fn connect(&self, what: &dyn Fn() -> String) -> Result<redis::Connection, QueueError> {
+        let c = self
+            .client
+            .get_connection_with_timeout(CALL_TIMEOUT)
+            .map_err(|e| storage(format!("{} (connect to redis)", what()), e))?;
+        c.set_read_timeout(Some(CALL_TIMEOUT))
+            .and_then(|_| c.set_write_timeout(Some(CALL_TIMEOUT)))
+            .map_err(|e| storage(what(), e))?;
+        Ok(c)
+    }
+
+    /// Runs `f` on a pooled connection (a new one when none is idle). A link that broke drops
+    /// every idle connection (Redis restarted: they are all dead); when it was an idle one
+    /// that broke, `f` runs once more on a new connection (it had not reached the server that
+    /// runs now; in the narrow case that the old one ran it and died before answering, the
+    /// attempt fencing refuses the repeat).
     fn with_conn<T>(
         &self,
         what: &dyn Fn() -> String,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, QueueError> {
         let idle = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let pooled = idle.is_some();
         let mut conn = match idle {
             Some(c) => c,
-            None => {
-                let c = self
-                    .client
-                    .get_connection_with_timeout(CALL_TIMEOUT)
-                    .map_err(|e| storage(format!("{} (connect to redis)", what()), e))?;
-                c.set_read_timeout(Some(CALL_TIMEOUT))
-                    .and_then(|_| c.set_write_timeout(Some(CALL_TIMEOUT)))
-                    .map_err(|e| storage(what(), e))?;
-                c
-            }
+            None => self.connect(what)?,
         };
-        match f(&mut conn) {
+        let mut r = f(&mut conn);
+        if let Err(e) = &r {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                if pooled && !e.is_timeout() {
+                    tracing::debug!(target: "service", "job queue: idle redis connection broken ({e}), reconnecting");
+                    conn = self.connect(what)?;
+                    r = f(&mut conn);
+                }
+            }
+        }
+        match r {
             Ok(v) => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                 if pool.len() < POOL {
@@ -445,7 +463,6 @@ impl RedisQueue {
             }
             Err(e) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    // Redis restarted or the link broke: the idle connections are dead too.
                     self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 }
                 tracing::warn!(target: "service", "job queue: redis call failed ({}): {e}", what());

@@ -284,13 +284,7 @@ impl Uploads {
         let owned = id.to_string();
         let disk = blocking(move || store.read(&owned)).await?;
         let mut index = self.index();
-        Ok(match disk {
-            None => {
-                index.remove(id);
-                None
-            }
-            Some((info, offset)) => Some(Self::adopt(&mut index, id, info, offset)),
-        })
+        Ok(self.adopt(&mut index, id, disk))
     }
 
     /// With a shared data directory, the index brought up to the disk: the uploads other nodes
@@ -312,30 +306,43 @@ impl Uploads {
         .await?;
         let mut index = self.index();
         for (id, info, offset) in all {
-            Self::adopt(&mut index, &id, info, offset);
+            self.adopt(&mut index, &id, Some((info, offset)));
         }
         Ok(())
     }
 
-    /// `id`'s entry set to what the disk says.
+    /// `id`'s entry set to what the disk says (the uploads-in-progress gauge follows what
+    /// another node created, completed or deleted).
     fn adopt(
+        &self,
         index: &mut HashMap<String, Arc<Entry>>,
         id: &str,
-        info: Info,
-        offset: u64,
-    ) -> Arc<Entry> {
-        match index.get(id) {
+        disk: Option<(Info, u64)>,
+    ) -> Option<Arc<Entry>> {
+        let incomplete = |i: &Info| i.state == UploadState::Incomplete;
+        let Some((info, offset)) = disk else {
+            if index.remove(id).is_some_and(|e| incomplete(&e.info())) {
+                self.metrics.in_progress.dec();
+            }
+            return None;
+        };
+        let now = i64::from(incomplete(&info));
+        let e = match index.get(id) {
             Some(e) => {
+                let before = i64::from(incomplete(&e.info()));
+                self.metrics.in_progress.add(now - before);
                 *e.info() = info;
                 e.offset.store(offset, Ordering::Release);
                 e.clone()
             }
             None => {
+                self.metrics.in_progress.add(now);
                 let e = Arc::new(Entry::new(info, offset));
                 index.insert(id.to_string(), e.clone());
                 e
             }
-        }
+        };
+        Some(e)
     }
 
     /// Upload `id` of `principal`: 404 when there is none or it is another principal's, 410
