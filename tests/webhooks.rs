@@ -1,0 +1,143 @@
+//! Webhooks of the video lifecycle end to end (issue 13, events): a real receiver on
+//! 127.0.0.1 refuses the first deliveries (500), the server is SIGKILLed before any was
+//! acknowledged and started again: the receiver then gets queued → processing → ready in
+//! order, the refused event again with the same body and Idempotency-Key, every signature
+//! verifies, and a non-media upload gives `video.failed` with its reason.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::origin::wait_until;
+use common::uploads::{source_file, token_spec, Ingest};
+use common::webhooks::Receiver;
+
+const SECRET: &[u8] = b"webhook-secret-of-the-test";
+
+/// Uploads `bytes` for `alice` as `name` in one PATCH; returns the video id.
+fn upload(ing: &Ingest, bytes: &[u8], name: &str) -> String {
+    let loc = ing.created("tok-a", bytes.len() as u64, name);
+    let r = ing.patch(&loc, "tok-a", 0, bytes, &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    loc.rsplit('/').next().unwrap().to_string()
+}
+
+/// The delivered (200) bodies of `video`'s events, in arrival order.
+fn delivered_of(rx: &Receiver, video: &str) -> Vec<serde_json::Value> {
+    rx.delivered()
+        .iter()
+        .map(|h| h.json())
+        .filter(|v| v["video"] == video)
+        .collect()
+}
+
+#[test]
+fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
+    let rx = Receiver::start();
+    rx.refuse.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.key");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let hook = format!("{} file:{}", rx.url, secret_file.display());
+    // No workers in the first process: the job waits, only `video.queued` is due.
+    let mut ing = Ingest::start(
+        &[token_spec("alice", "tok-a", "")],
+        &["--job-workers", "0", "--webhook", &hook],
+    );
+    let src = common::fixture("360p25-mono", 4);
+    let id = upload(&ing, &std::fs::read(&src).unwrap(), "clip");
+
+    // The first delivery and at least one retry are refused.
+    wait_until(Duration::from_secs(30), "a refused retry", || {
+        rx.hits().len() >= 2
+    });
+    ing.kill();
+    let refused = rx.hits();
+    assert!(refused.iter().all(|h| h.status == 500), "{refused:?}");
+    let first = &refused[0];
+    assert_eq!(first.json()["type"], "video.queued", "{:?}", first.json());
+    assert_eq!(first.json()["video"], id.as_str());
+    assert_eq!(first.header("content-type"), "application/json");
+    for h in &refused {
+        assert_eq!(h.header("idempotency-key"), first.header("idempotency-key"));
+        assert_eq!(h.body, first.body, "a retry carries the same body");
+    }
+    assert!(!first.header("idempotency-key").is_empty());
+    let cursors: Vec<_> = std::fs::read_dir(ing.data.join("webhooks"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("cursor")).unwrap())
+        .collect();
+    assert_eq!(cursors.len(), 1, "{cursors:?}");
+    let queued_seq = first.json()["seq"].as_u64().unwrap();
+    assert!(
+        cursors[0].trim().parse::<u64>().unwrap() < queued_seq,
+        "the cursor moved past an unacknowledged event: {cursors:?}"
+    );
+
+    // Restarted with a worker, the receiver now accepting: the refused event comes again.
+    rx.refuse.store(false, Ordering::SeqCst);
+    ing.set_arg("--job-workers", "1");
+    ing.restart();
+    wait_until(Duration::from_secs(600), "video.ready delivered", || {
+        delivered_of(&rx, &id)
+            .iter()
+            .any(|v| v["type"] == "video.ready")
+    });
+    let got = delivered_of(&rx, &id);
+    let kinds: Vec<&str> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["video.queued", "video.processing", "video.ready"],
+        "{got:?}"
+    );
+    let seqs: Vec<u64> = got.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let again = rx
+        .delivered()
+        .into_iter()
+        .find(|h| h.json()["seq"] == queued_seq)
+        .expect("the refused event delivered after the restart");
+    assert_eq!(again.body, first.body, "same body after the restart");
+    assert_eq!(
+        again.header("idempotency-key"),
+        first.header("idempotency-key"),
+        "same key after the restart"
+    );
+    let ready = &got[2];
+    assert_eq!(ready["urls"]["play"], "/play/alice/clip", "{ready}");
+    assert_eq!(ready["principal"], "alice", "{ready}");
+
+    // Bytes that are not media: the job fails at once, announced with the reason.
+    let junk = std::fs::read(source_file(64 * 1024, 7)).unwrap();
+    let bad = upload(&ing, &junk, "junk");
+    wait_until(Duration::from_secs(120), "video.failed delivered", || {
+        delivered_of(&rx, &bad)
+            .iter()
+            .any(|v| v["type"] == "video.failed")
+    });
+    let failed = delivered_of(&rx, &bad)
+        .into_iter()
+        .find(|v| v["type"] == "video.failed")
+        .unwrap();
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(!reason.is_empty(), "{failed}");
+    eprintln!("failed: {reason}");
+
+    // Every request, refused or not, is signed with the secret over timestamp.body; the wrong
+    // secret does not verify.
+    let all = rx.hits();
+    assert!(all.iter().all(|h| h.verifies(SECRET)), "{all:?}");
+    assert!(!all[0].verifies(b"another secret"));
+    let keys: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|h| h.status == 200)
+        .map(|h| h.header("idempotency-key"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        rx.delivered().len(),
+        "one key per delivered event"
+    );
+}
