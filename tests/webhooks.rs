@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::origin::wait_until;
+use common::origin::{metric, wait_until};
 use common::uploads::{source_file, token_spec, Ingest};
 use common::webhooks::Receiver;
 
@@ -43,7 +43,7 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
     // No workers in the first process: the job waits, only `video.queued` is due.
     let mut ing = Ingest::start(
         &[token_spec("alice", "tok-a", "")],
-        &["--job-workers", "0", "--webhook", &hook],
+        &["--job-workers", "0", "--node", "hooks", "--webhook", &hook],
     );
     let src = common::fixture("360p25-mono", 4);
     let id = upload(&ing, &std::fs::read(&src).unwrap(), "clip");
@@ -124,6 +124,69 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
     let reason = failed["reason"].as_str().unwrap_or_default();
     assert!(!reason.is_empty(), "{failed}");
     eprintln!("failed: {reason}");
+
+    // The job metrics moved (with the node label): one job succeeded and one failed on this
+    // node's watch, their durations observed, the tasks' completions counted.
+    let scrape = || {
+        String::from_utf8(
+            common::origin::get(ing.addr(), "/metrics", &[])
+                .unwrap()
+                .body,
+        )
+        .unwrap()
+    };
+    let settled = |t: &str| {
+        metric(t, "abr_jobs", &[("state", "failed")]) == 1.0
+            && metric(
+                t,
+                "abr_job_duration_seconds_count",
+                &[("outcome", "failed")],
+            ) == 1.0
+    };
+    // The metrics follow the queue once a second.
+    wait_until(Duration::from_secs(10), "the job metrics catch up", || {
+        settled(&scrape())
+    });
+    let text = scrape();
+    let m = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels);
+    let node = [("node", "hooks")];
+    assert_eq!(
+        m("abr_jobs", &[node[0], ("state", "succeeded")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        m("abr_jobs", &[node[0], ("state", "failed")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(m("abr_jobs", &[("state", "queued")]), 0.0, "{text}");
+    assert_eq!(m("abr_jobs", &[("state", "running")]), 0.0, "{text}");
+    for outcome in ["succeeded", "failed"] {
+        assert_eq!(
+            m(
+                "abr_job_duration_seconds_count",
+                &[node[0], ("outcome", outcome)]
+            ),
+            1.0,
+            "{text}"
+        );
+    }
+    // plan + at least one shard + audio + assembly of the video, the failed plan of the junk.
+    assert!(
+        m("abr_job_tasks_total", &[node[0], ("outcome", "completed")]) >= 4.0,
+        "{text}"
+    );
+    assert_eq!(
+        m("abr_job_tasks_total", &[("outcome", "failed")]),
+        1.0,
+        "{text}"
+    );
+    // Exposed (nothing was reclaimed here: no worker died holding a lease).
+    assert!(
+        text.contains("abr_job_lease_reclaims_total{node=\"hooks\"} 0"),
+        "{text}"
+    );
 
     // Every request, refused or not, is signed with the secret over timestamp.body; the wrong
     // secret does not verify.

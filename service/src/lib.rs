@@ -70,6 +70,9 @@ pub fn extension(
             tracing::info!(target: "service", "stopping the packaging workers");
             stopper.stop();
         });
+        metrics::JobMetrics::new(&origin.metrics)?
+            .spawn(u.queue())
+            .map_err(|e| ServiceError::Uploads(format!("cannot start the job metrics: {e}")))?;
         let hooks = config
             .webhooks
             .iter()
