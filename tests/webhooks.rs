@@ -188,6 +188,30 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
         "{text}"
     );
 
+    // The JSON log lines of the worker and the uploads carry the video and job ids.
+    let log = ing.server().log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let line = |msg: &str| {
+        lines
+            .iter()
+            .find(|v| v["message"] == msg && v["video"] == id.as_str())
+            .unwrap_or_else(|| panic!("no JSON line {msg:?} of video {id}: {log}"))
+    };
+    let done = line("task completed");
+    assert_eq!(done["job"], id.as_str(), "{done}");
+    assert!(done["task"].is_u64() && done["attempt"].is_u64(), "{done}");
+    assert_eq!(line("package published")["job"], id.as_str());
+    let complete = lines
+        .iter()
+        .find(|v| {
+            v["message"] == "upload complete, packaging job enqueued" && v["video"] == bad.as_str()
+        })
+        .unwrap_or_else(|| panic!("no upload line of video {bad}: {log}"));
+    assert_eq!(complete["job"], bad.as_str(), "{complete}");
+
     // Every request, refused or not, is signed with the secret over timestamp.body; the wrong
     // secret does not verify.
     let all = rx.hits();
