@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::origin::{metric, wait_until};
 use common::uploads::{source_file, token_spec, Ingest};
-use common::webhooks::Receiver;
+use common::webhooks::{Monitor, Receiver};
 
 const SECRET: &[u8] = b"webhook-secret-of-the-test";
 
@@ -79,6 +79,9 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
     // Restarted with a worker, the receiver now accepting: the refused event comes again.
     rx.refuse.store(false, Ordering::SeqCst);
     ing.set_arg("--job-workers", "1");
+    // `abr monitor` follows the job events of the data directory from now on.
+    let data = ing.data.to_str().unwrap().to_string();
+    let mon = Monitor::start(&["--data-dir", &data, "--json", "--interval", "0.2"]);
     ing.restart();
     wait_until(Duration::from_secs(600), "video.ready delivered", || {
         delivered_of(&rx, &id)
@@ -187,6 +190,35 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
         text.contains("abr_job_lease_reclaims_total{node=\"hooks\"} 0"),
         "{text}"
     );
+
+    // The monitor showed the job events: claims, progress, ready (with the player page) of the
+    // video, queued and failed of the junk.
+    let shown = |video: &str, event: &str| {
+        mon.json()
+            .into_iter()
+            .find(|v| v["type"] == "job" && v["video"] == video && v["event"] == event)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the monitor shows the failure",
+        || shown(&bad, "failed").is_some(),
+    );
+    assert!(shown(&id, "claimed").is_some(), "{:?}", mon.json());
+    let p = shown(&id, "progress").unwrap_or_else(|| panic!("{:?}", mon.json()));
+    assert!(
+        p["percent"]
+            .as_f64()
+            .is_some_and(|p| (0.0..=100.0).contains(&p)),
+        "{p}"
+    );
+    let r = shown(&id, "ready").unwrap_or_else(|| panic!("{:?}", mon.json()));
+    assert_eq!(r["play"], "/play/alice/clip", "{r}");
+    assert!(shown(&bad, "queued").is_some(), "{:?}", mon.json());
+    assert!(
+        shown(&id, "queued").is_none(),
+        "it follows from its start only"
+    );
+    drop(mon);
 
     // The JSON log lines of the worker and the uploads carry the video and job ids.
     let log = ing.server().log_text();

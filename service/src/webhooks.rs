@@ -269,14 +269,8 @@ impl Deliverer {
                 .parse()
                 .map_err(|_| format!("{}: not a sequence number", self.cursor_path().display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut after = 0;
-                loop {
-                    let evs = self.queue.events(after, 1000).map_err(|e| e.to_string())?;
-                    match evs.last() {
-                        Some(l) => after = l.seq,
-                        None => break,
-                    }
-                }
+                let after =
+                    crate::monitor::newest_seq(self.queue.as_ref()).map_err(|e| e.to_string())?;
                 self.save(after)
                     .map_err(|e| format!("{}: {e}", self.cursor_path().display()))?;
                 Ok(after)

@@ -153,3 +153,47 @@ fn serve(
         )?;
     }
 }
+
+/// `abr monitor ARGS` with its stdout lines collected; killed (by its pid) when dropped.
+pub struct Monitor {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    /// Starts it.
+    pub fn start(args: &[&str]) -> Monitor {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_abr"))
+            .arg("monitor")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn abr monitor");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    /// Its JSON lines so far.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
