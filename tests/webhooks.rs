@@ -260,3 +260,53 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
         "one key per delivered event"
     );
 }
+
+/// An event refused `webhook_attempts` times is kept as a dead letter and skipped: the next
+/// event is delivered, the cursor moves past both.
+#[test]
+fn an_event_refused_to_its_last_attempt_becomes_a_dead_letter() {
+    let rx = Receiver::start();
+    rx.refuse_next.store(2, Ordering::SeqCst);
+    let hook = format!("{} hex:{}", rx.url, "6b6579");
+    let ing = Ingest::start(
+        &[token_spec("alice", "tok-a", "")],
+        &["--webhook", &hook, "--webhook-attempts", "2"],
+    );
+    let junk = std::fs::read(source_file(4096, 11)).unwrap();
+    let a = upload(&ing, &junk, "a");
+    let b = upload(&ing, &junk, "b");
+    wait_until(Duration::from_secs(30), "the second video's queued", || {
+        !delivered_of(&rx, &b).is_empty()
+    });
+    let hits = rx.hits();
+    let of_a: Vec<_> = hits
+        .iter()
+        .filter(|h| h.json()["video"] == a.as_str())
+        .collect();
+    assert_eq!(of_a.len(), 2, "two attempts: {hits:?}");
+    assert!(of_a.iter().all(|h| h.status == 500 && h.verifies(b"key")));
+    assert!(delivered_of(&rx, &a).is_empty());
+
+    let dir = std::fs::read_dir(ing.data.join("webhooks"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let seq_a = of_a[0].json()["seq"].as_u64().unwrap();
+    let letter: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("dead").join(format!("{seq_a}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(letter["body"]["video"], a.as_str(), "{letter}");
+    assert_eq!(letter["error"], "HTTP 500", "{letter}");
+    assert_eq!(letter["attempts"], 2, "{letter}");
+    assert_eq!(letter["idempotency_key"], of_a[0].header("idempotency-key"));
+    let seq_b = delivered_of(&rx, &b)[0]["seq"].as_u64().unwrap();
+    wait_until(Duration::from_secs(10), "the cursor passes both", || {
+        std::fs::read_to_string(dir.join("cursor"))
+            .ok()
+            .and_then(|c| c.trim().parse::<u64>().ok())
+            .is_some_and(|c| c >= seq_b)
+    });
+}
