@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::origin::{
-    assert_plays, free_port, get, request, request_with_body, sample_root, Response,
+    assert_plays, free_port, get, request, request_with_body, sample_root, wait_until, Response,
 };
 use common::uploads::{b64, token_spec, OCTETS, TUS};
 use service::queue::{
@@ -433,6 +433,22 @@ fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
             .1
     );
 
+    // An operator follows the cluster's job events from Redis (across its restart).
+    let monitor_out = c.dir.join("monitor.out");
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_abr"))
+        .args([
+            "monitor",
+            "--redis",
+            &redis_url,
+            "--json",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(std::fs::File::create(&monitor_out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
     // 13 s of 1080p: 4 shards of 4 s (the last one short), audio, plan and assembly.
     let src = common::fixture("1080p30", 13);
     let bytes = std::fs::read(&src).unwrap();
@@ -567,6 +583,38 @@ fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
             .iter()
             .any(|e| e.job == id && e.task == Some(task) && e.kind == EventKind::LeaseExpired),
         "the killed worker's lease did not expire"
+    );
+
+    // The monitor showed the job's tasks to ready (with where it plays), the lease that expired
+    // included, and said when Redis was away. (Its queueing may precede the monitor's start.)
+    wait_until(Duration::from_secs(10), "the monitor shows ready", || {
+        std::fs::read_to_string(&monitor_out).is_ok_and(|t| t.contains("\"ready\""))
+    });
+    let _ = monitor.kill();
+    let err = {
+        let mut e = String::new();
+        let _ = std::io::Read::read_to_string(&mut monitor.stderr.take().unwrap(), &mut e);
+        e
+    };
+    let _ = monitor.wait();
+    let shown: Vec<serde_json::Value> = std::fs::read_to_string(&monitor_out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["type"] == "job" && v["job"] == id.as_str())
+        .collect();
+    let names: Vec<&str> = shown.iter().filter_map(|v| v["event"].as_str()).collect();
+    for want in ["claimed", "progress", "task_done", "lease_expired", "ready"] {
+        assert!(
+            names.contains(&want),
+            "monitor: no {want} in {names:?}\n{err}"
+        );
+    }
+    let ready = shown.iter().find(|v| v["event"] == "ready").unwrap();
+    assert_eq!(ready["play"], "/play/alice/trip", "{ready}");
+    assert!(
+        err.contains("retrying"),
+        "the monitor did not notice Redis away: {err}"
     );
 
     // Ready through any node; one package under ROOT/alice, and it plays through nginx.

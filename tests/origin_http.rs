@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::origin::{free_port, parse_response, sample_root, Response, Server};
+use common::origin::{free_port, metric, parse_response, sample_root, Response, Server};
 
 const SEG: &str = "sample/hls/720p/seg_00001.ts";
 const MASTER: &str = "sample/hls/master.m3u8";
@@ -242,33 +242,6 @@ fn private_root() -> (tempfile::TempDir, PathBuf) {
     let root = t.path().join("root");
     copy_dir(&sample_root(), &root);
     (t, root)
-}
-
-/// Parses Prometheus text: the sum of the samples of `name` whose labels include `labels`
-/// (0 when there is none yet).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (n, lbl) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if n != name {
-            continue;
-        }
-        let have: BTreeMap<&str, &str> = lbl
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
-            sum += value.parse::<f64>().unwrap();
-        }
-    }
-    sum
 }
 
 fn metrics_text(addr: SocketAddr) -> String {

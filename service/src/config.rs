@@ -71,6 +71,18 @@ pub struct Config {
     /// Attempts of a packaging task before its job fails.
     #[arg(long, env = "ABR_JOB_MAX_ATTEMPTS")]
     pub job_max_attempts: u32,
+    /// Webhook endpoints of the video lifecycle (`service::webhooks`), `URL SECRET` each; the
+    /// secret is `file:PATH`, `env:VAR`, `hex:…` or text (comma-separated on the command line).
+    #[arg(
+        long = "webhook",
+        env = "ABR_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub webhooks: Vec<String>,
+    /// Attempts of one webhook delivery before it is kept as a dead letter and skipped.
+    #[arg(long, env = "ABR_WEBHOOK_ATTEMPTS")]
+    pub webhook_attempts: u32,
 }
 
 impl Default for Config {
@@ -91,6 +103,8 @@ impl Default for Config {
             job_workers: 1,
             job_lease_s: 30,
             job_max_attempts: 3,
+            webhooks: Vec::new(),
+            webhook_attempts: 10,
         }
     }
 }
@@ -126,8 +140,16 @@ impl Config {
         for t in &self.upload_tokens {
             crate::uploads::auth::Token::parse(t).map_err(ServiceError::Config)?;
         }
-        if self.job_lease_s == 0 || self.job_max_attempts == 0 {
-            return bad("job_lease_s and job_max_attempts must be at least 1".into());
+        if self.job_lease_s == 0 || self.job_max_attempts == 0 || self.webhook_attempts == 0 {
+            return bad(
+                "job_lease_s, job_max_attempts and webhook_attempts must be at least 1".into(),
+            );
+        }
+        if !self.webhooks.is_empty() && !self.ingest {
+            return bad("webhooks need ingest (they announce its videos)".into());
+        }
+        for w in &self.webhooks {
+            crate::webhooks::Endpoint::parse(w).map_err(ServiceError::Config)?;
         }
         Ok(())
     }

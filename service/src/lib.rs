@@ -19,6 +19,7 @@ pub mod store;
 pub mod uploads;
 pub mod videos;
 pub mod viewer;
+pub mod webhooks;
 pub mod worker;
 
 use std::sync::Arc;
@@ -69,6 +70,20 @@ pub fn extension(
             tracing::info!(target: "service", "stopping the packaging workers");
             stopper.stop();
         });
+        metrics::JobMetrics::new(&origin.metrics)?
+            .spawn(u.queue())
+            .map_err(|e| ServiceError::Uploads(format!("cannot start the job metrics: {e}")))?;
+        let hooks = config
+            .webhooks
+            .iter()
+            .map(|w| webhooks::Endpoint::parse(w))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServiceError::Config)?;
+        if !hooks.is_empty() {
+            webhooks::spawn(u.queue(), &u.data_dir, hooks, config.webhook_attempts).map_err(
+                |e| ServiceError::Uploads(format!("cannot start the webhook deliveries: {e}")),
+            )?;
+        }
         let v = Arc::new(videos::Videos::new(u.clone()));
         (
             Some((web::Data::from(u), web::Data::from(v))),

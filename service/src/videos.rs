@@ -45,6 +45,8 @@ use crate::uploads::auth::Principal;
 use crate::uploads::store::{self, Store, UploadState};
 use crate::uploads::{Entry, Uploads};
 
+/// The reason of the cancel a deletion makes (webhooks announce it as `video.deleted`).
+pub const DELETED_REASON: &str = "the video was deleted";
 /// Videos listed per page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 20;
 /// Largest `limit`.
@@ -809,7 +811,7 @@ fn purge(
     t: &Tombstone,
     crash_mid: bool,
 ) -> io::Result<()> {
-    match queue.cancel(&t.id, "the video was deleted") {
+    match queue.cancel(&t.id, DELETED_REASON) {
         Ok(_) | Err(QueueError::NotFound(_)) => {}
         Err(e) => return Err(io::Error::other(e)),
     }

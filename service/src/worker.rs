@@ -198,7 +198,7 @@ impl Worker {
                             .or_else(|| p.downcast_ref::<String>().cloned())
                             .unwrap_or_else(|| "panic".into());
                         let reason = format!("worker panicked: {what}");
-                        tracing::error!(target: "service", job = %lease.job, task = lease.task, "{reason}");
+                        tracing::error!(target: "service", video = %lease.job, job = %lease.job, task = lease.task, attempt = lease.attempt, "{reason}");
                         if let Err(e) = self.queue.fail(&lease, &reason) {
                             self.refused("fail", &lease, &e);
                         }
@@ -220,6 +220,7 @@ impl Worker {
         let span = tracing::info_span!(
             target: "service",
             "task",
+            video = %lease.job,
             job = %lease.job,
             task = lease.task,
             attempt = lease.attempt,
@@ -227,13 +228,13 @@ impl Worker {
         );
         let _g = span.enter();
         let (job, task) = (lease.job.as_str(), lease.task);
-        tracing::info!(target: "service", job = %job, task, attempt = lease.attempt, payload = %lease.payload, "task claimed");
+        tracing::info!(target: "service", video = %job, job = %job, task, attempt = lease.attempt, payload = %lease.payload, "task claimed");
         let started = Instant::now();
         match self.execute(lease, stop) {
             Ran::Done(then) => match self.queue.complete(lease, &then) {
                 Ok(state) => tracing::info!(
                     target: "service",
-                    job = %job, task, added = then.len(), job_state = ?state,
+                    video = %job, job = %job, task, attempt = lease.attempt, added = then.len(), job_state = ?state,
                     elapsed_s = started.elapsed().as_secs_f64(),
                     "task completed"
                 ),
@@ -250,7 +251,7 @@ impl Worker {
                 match r {
                     Ok(state) => tracing::warn!(
                         target: "service",
-                        job = %job, task, permanent, job_state = ?state,
+                        video = %job, job = %job, task, attempt = lease.attempt, permanent, job_state = ?state,
                         "task failed: {reason}"
                     ),
                     Err(e) => self.refused("fail", lease, &e),
@@ -259,18 +260,18 @@ impl Worker {
             Ran::Lost(Lost::Queue(e)) => match e {
                 QueueError::Finished { state, .. } => tracing::info!(
                     target: "service",
-                    job = %job, task, job_state = ?state,
+                    video = %job, job = %job, task, attempt = lease.attempt, job_state = ?state,
                     "task aborted: the job is {state:?}"
                 ),
                 e => tracing::warn!(
                     target: "service",
-                    job = %job, task,
+                    video = %job, job = %job, task, attempt = lease.attempt,
                     "task aborted, lease lost (reclaimed by another worker, or unrenewable past its deadline): {e}"
                 ),
             },
             Ran::Lost(Lost::Stopped) => match self.queue.fail(lease, "worker stopped") {
                 Ok(_) => {
-                    tracing::info!(target: "service", job = %job, task, "task aborted: worker stopped")
+                    tracing::info!(target: "service", video = %job, job = %job, task, attempt = lease.attempt, "task aborted: worker stopped")
                 }
                 Err(e) => self.refused("fail", lease, &e),
             },
@@ -283,15 +284,15 @@ impl Worker {
         match e {
             QueueError::Stale { .. } => tracing::warn!(
                 target: "service",
-                job = %job, task, attempt = lease.attempt,
+                video = %job, job = %job, task, attempt = lease.attempt,
                 "{call} refused, result dropped (a newer attempt owns the task): {e}"
             ),
             QueueError::Finished { .. } => {
-                tracing::info!(target: "service", job = %job, task, "{call} refused, result dropped: {e}")
+                tracing::info!(target: "service", video = %job, job = %job, task, attempt = lease.attempt, "{call} refused, result dropped: {e}")
             }
             e => tracing::error!(
                 target: "service",
-                job = %job, task,
+                video = %job, job = %job, task, attempt = lease.attempt,
                 "{call} failed (the lease will expire and the task be retried): {e}"
             ),
         }
@@ -356,12 +357,12 @@ impl Worker {
                     match run_task(&work, &plan, index, &opts)? {
                         Outcome::Done(r) => tracing::info!(
                             target: "service",
-                            job = %lease.job, task = lease.task, index, kind = %r.kind,
+                            video = %lease.job, job = %lease.job, task = lease.task, attempt = lease.attempt, index, kind = %r.kind,
                             encode_s = r.elapsed_s, "task encoded"
                         ),
                         Outcome::Reused(r) => tracing::info!(
                             target: "service",
-                            job = %lease.job, task = lease.task, index, kind = %r.kind,
+                            video = %lease.job, job = %lease.job, task = lease.task, attempt = lease.attempt, index, kind = %r.kind,
                             "task already in the work area and intact: reused"
                         ),
                     }
@@ -396,6 +397,7 @@ impl Worker {
                     let span = tracing::info_span!(
                         target: "service",
                         "renew",
+                        video = %lease.job,
                         job = %lease.job,
                         task = lease.task,
                         attempt = lease.attempt
@@ -419,7 +421,7 @@ impl Worker {
                             Err(e @ (QueueError::Stale { .. } | QueueError::Finished { .. })) => {
                                 tracing::info!(
                                     target: "service",
-                                    job = %lease.job, task = lease.task,
+                                    video = %lease.job, job = %lease.job, task = lease.task, attempt = lease.attempt,
                                     "renewal refused, aborting the task: {e}"
                                 );
                                 set_lost(lost, Lost::Queue(e));
@@ -429,7 +431,7 @@ impl Worker {
                             Err(e) => {
                                 tracing::warn!(
                                     target: "service",
-                                    job = %lease.job, task = lease.task,
+                                    video = %lease.job, job = %lease.job, task = lease.task, attempt = lease.attempt,
                                     "cannot renew the lease: {e}"
                                 );
                                 if crate::store::now_ms() > until {
@@ -478,6 +480,7 @@ impl Worker {
         let (work, plan, kept) = packager::plan::prepare(&spec)?;
         tracing::info!(
             target: "service",
+            video = %job.video,
             job = %job.video,
             plan = %plan.plan_hash,
             tasks = plan.tasks,
@@ -505,6 +508,7 @@ fn assemble_job(job: &VideoJob, abort: &AtomicBool) -> Result<Vec<NewTask>, Work
     if job.out.is_dir() {
         tracing::warn!(
             target: "service",
+            video = %job.video,
             job = %job.video,
             out = %job.out.display(),
             "the package is already published (an earlier attempt): completing"
@@ -529,6 +533,7 @@ fn assemble_job(job: &VideoJob, abort: &AtomicBool) -> Result<Vec<NewTask>, Work
         Err(packager::PackageError::OutputExists(out)) => {
             tracing::warn!(
                 target: "service",
+                video = %job.video,
                 job = %job.video,
                 out = %out.display(),
                 "another attempt published the package first: completing"
@@ -539,7 +544,8 @@ fn assemble_job(job: &VideoJob, abort: &AtomicBool) -> Result<Vec<NewTask>, Work
     };
     tracing::info!(
         target: "service",
-        job = %job.video,
+        video = %job.video,
+            job = %job.video,
         out = %out.display(),
         duration_s = info.duration_secs,
         "package published"

@@ -11,6 +11,7 @@ pub mod shard;
 pub mod slurm;
 pub mod uploads;
 pub mod verify;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

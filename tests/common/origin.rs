@@ -445,3 +445,30 @@ pub fn assert_plays(manifest_url: &str, player: &str, extra: &[&str]) -> serde_j
     assert_eq!(v["httpErrors"], serde_json::json!([]), "{player}: {v}");
     v
 }
+
+/// Parses Prometheus text: the sum of the samples of `name` whose labels include `labels`
+/// (0 when there is none yet).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, lbl) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if n != name {
+            continue;
+        }
+        let have: std::collections::BTreeMap<&str, &str> = lbl
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            sum += value.parse::<f64>().unwrap();
+        }
+    }
+    sum
+}

@@ -138,6 +138,14 @@ impl Ingest {
         ));
     }
 
+    /// Sets `flag` to `value` for the next starts (replacing it when given before).
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.into(),
+            _ => self.args.extend([flag.into(), value.into()]),
+        }
+    }
+
     /// SIGKILLs the server and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut s) = self.server.take() {

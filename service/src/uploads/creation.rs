@@ -125,7 +125,7 @@ async fn create(
         .inspect_err(|_| tracing::error!(target: "service", error = %e, "cannot create upload"));
     }
     up.metrics.in_progress.inc();
-    tracing::info!(target: "service", upload = %id, principal = %p.name, length, "upload created");
+    tracing::info!(target: "service", upload = %id, video = %id, principal = %p.name, length, "upload created");
     let location = format!("/api/v1/uploads/{id}");
     let held = core::lock(up, &id).await?;
     if has_body {

@@ -422,9 +422,11 @@ impl Uploads {
         let store = self.store.clone();
         let owned = id.to_string();
         match blocking(move || store.remove(&owned)).await {
-            Ok(()) => tracing::info!(target: "service", upload = id, reason, "upload deleted"),
+            Ok(()) => {
+                tracing::info!(target: "service", upload = id, video = id, reason, "upload deleted")
+            }
             Err(e) => {
-                tracing::error!(target: "service", upload = id, reason, error = %e, "cannot delete upload")
+                tracing::error!(target: "service", upload = id, video = id, reason, error = %e, "cannot delete upload")
             }
         }
     }
@@ -465,7 +467,7 @@ impl Uploads {
         })
         .await
         {
-            tracing::error!(target: "service", upload = id, error = %e, "completion did not run");
+            tracing::error!(target: "service", upload = id, video = id, error = %e, "completion did not run");
         }
     }
 
@@ -482,12 +484,12 @@ impl Uploads {
         let enqueued = match self.queue.enqueue(&new_job(&job)) {
             Ok(k) => k,
             Err(e) => {
-                tracing::error!(target: "service", upload = id, error = %e, "cannot enqueue the packaging job; the sweeper retries");
+                tracing::error!(target: "service", upload = id, video = id, job = id, error = %e, "cannot enqueue the packaging job; the sweeper retries");
                 return;
             }
         };
         if self.crash_after_complete {
-            tracing::warn!(target: "service", upload = id, "{CRASH_AFTER_COMPLETE_ENV}: aborting before marking the upload complete");
+            tracing::warn!(target: "service", upload = id, video = id, "{CRASH_AFTER_COMPLETE_ENV}: aborting before marking the upload complete");
             std::process::abort();
         }
         let done = Info {
@@ -495,13 +497,13 @@ impl Uploads {
             ..info
         };
         if let Err(e) = self.store.write_info(id, &done) {
-            tracing::error!(target: "service", upload = id, error = %e, "cannot mark the upload complete; the sweeper retries");
+            tracing::error!(target: "service", upload = id, video = id, error = %e, "cannot mark the upload complete; the sweeper retries");
             return;
         }
         *entry.info() = done;
         self.metrics.in_progress.dec();
         self.metrics.completed.inc();
-        tracing::info!(target: "service", upload = id, principal = %job.principal, name = %job.name, job = ?enqueued, "upload complete, packaging job enqueued");
+        tracing::info!(target: "service", upload = id, video = id, job = id, principal = %job.principal, name = %job.name, enqueued = ?enqueued, "upload complete, packaging job enqueued");
     }
 }
 

@@ -29,7 +29,7 @@ pub(super) async fn delete(
         .await;
         match cancelled {
             Ok(c) => {
-                tracing::info!(target: "service", upload = id, cancelled = c, "job of a deleted upload")
+                tracing::info!(target: "service", upload = id, video = id, cancelled = c, "job of a deleted upload")
             }
             Err(e) => {
                 return Err(TusError::new(
