@@ -104,7 +104,8 @@ fn one_upload_across_two_nodes() {
 }
 
 /// Two PATCHes of one upload at once, on A and on B: while A's (its body sent slowly) holds the
-/// upload's lock in Redis, B's is refused with 423; A's then completes the upload.
+/// upload's lock in Redis, B's is refused with 423 and A renews the lock; A's then completes
+/// the upload and releases the lock.
 #[test]
 fn concurrent_patches_on_two_nodes_one_is_locked() {
     let (redis, a, b) = cluster();
@@ -138,6 +139,20 @@ fn concurrent_patches_on_two_nodes_one_is_locked() {
     });
     let r = b.patch(&path, ALICE, 0, &data, &[]);
     assert_eq!(r.status, 423, "{r:?}");
+    // A renews its lock while the body is still coming (every third of the 10 s ttl): the
+    // key's remaining time goes up again.
+    let pttl = || -> i64 {
+        let r = redis.inline(&format!("PTTL {key}")).unwrap_or_default();
+        r.trim_start_matches(':').parse().unwrap_or(-3)
+    };
+    let mut last = pttl();
+    assert!(last > 0, "the lock has a ttl: {last}");
+    wait_until(Duration::from_secs(10), "A renews the lock", || {
+        let now = pttl();
+        let renewed = now > last;
+        last = now;
+        renewed
+    });
     slow.write_all(&data[1000..]).unwrap();
     let mut raw = Vec::new();
     slow.read_to_end(&mut raw).unwrap();

@@ -752,6 +752,23 @@ fn redis_restart_between_claim_and_complete() {
         ]
     );
     assert_eq!(q.last_event_seq().unwrap(), 6);
+    // A claim drops the stream group's consumers that hold nothing (w1, whose tasks are done).
+    q.enqueue(&job("k", 1)).unwrap();
+    claim(&q, "w3");
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &server.port.to_string(),
+            "XINFO",
+            "CONSUMERS",
+            "abr:q:tasks",
+            "workers",
+        ])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("w3"), "{text}");
+    assert!(!text.contains("w1"), "{text}");
 }
 
 /// SQLite: a process killed with SIGKILL in the middle of a stream of transactions loses none

@@ -12,7 +12,8 @@
 //! last failure and the job's end acknowledge and delete it (XACK, XDEL). Expired leases are
 //! found in the PEL, but a lease's deadline is the hash's, on the queue's [`Clock`], not Redis's
 //! idle time. Events: `<prefix>events` (sorted set by sequence number, from `<prefix>evseq`).
-//! A claim reads every unfinished task's entry: fine for packaging jobs (tens of tasks each).
+//! A claim reads every unfinished task's entry (fine for packaging jobs: tens of tasks each)
+//! and drops the group's consumers (worker names) that hold no entry.
 //!
 //! Durability is Redis's (run it with `appendonly yes`). Connection failures are
 //! [`QueueError::Storage`]; a failed connection is dropped and the next call reconnects.
@@ -94,6 +95,14 @@ if redis.call('HGET', jk, 'state') == 'queued' then
   redis.call('HSET', jk, 'state', 'running', 'updated', ms(NOW))
 end
 event(best.job, best.idx, attempt, 'claimed', worker)
+-- Consumers (worker names) that hold no entry any more are dropped: workers come and go.
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', STREAM, GROUP)) do
+  local h = {}
+  for k = 1, #c, 2 do h[c[k]] = c[k + 1] end
+  if h.pending == 0 and h.name ~= worker then
+    redis.call('XGROUP', 'DELCONSUMER', STREAM, GROUP, h.name)
+  end
+end
 local t = redis.call('HMGET', tk, 'stage', 'payload')
 return reply({expired = expired, lease = {job = best.job, task = best.idx, attempt = attempt,
   stage = tonumber(t[1]), payload = t[2], job_payload = redis.call('HGET', jk, 'payload'),
