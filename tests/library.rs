@@ -1,6 +1,7 @@
 //! The library page at `/` of `abr serve --ingest` in headless Chromium (issue 13, acceptance
 //! 6): an upload through the form becomes a video that plays from its row's link; a reload
-//! during an upload resumes the same upload; a non-media upload shows the packager's reason.
+//! during an upload resumes the same upload; a refused token is asked again; a non-media upload
+//! shows the packager's reason and can be deleted.
 
 mod common;
 
@@ -159,7 +160,7 @@ fn a_reload_during_an_upload_resumes_the_same_upload_from_the_servers_offset() {
 }
 
 #[test]
-fn a_non_media_upload_shows_failed_with_the_packagers_reason_and_can_be_deleted() {
+fn a_refused_token_is_asked_again_and_a_non_media_upload_shows_the_packagers_reason() {
     let src = common::fixture("notmedia", 1);
     let ing = Ingest::start(&alice(), &["--job-workers", "1"]);
     // A file name that would be markup if the page rendered it as HTML.
@@ -169,7 +170,23 @@ fn a_non_media_upload_shows_failed_with_the_packagers_reason_and_can_be_deleted(
         "tok-a",
         &src,
         "failed",
-        &["--name", "junk", "--filename", shown],
+        &[
+            "--name",
+            "junk",
+            "--filename",
+            shown,
+            "--bad-token",
+            "wrong",
+        ],
+    );
+    // A refused token is asked again.
+    assert!(v["refused"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert!(
+        v["refusalShown"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused"),
+        "{v}"
     );
     let reason = v["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("not a media file"), "{v}");

@@ -15,9 +15,11 @@
 //           video is past `uploading`. receivedAtReload: the server's bytes after the reload.
 //   failed  the row reaches `failed` (its reason is reported), then Delete removes it.
 // --filename uploads the file's bytes under that file name (to check it is shown as text).
+// --bad-token signs in with it first: the page must refuse it (the list's 401) and ask again.
 // stdout: one JSON line {ok, mode, failure?, loginShown, csp, progress (distinct readings),
 // creates (POSTs to /api/v1/uploads), patches sent [{offset, afterReload}], receivedAtReload,
 // loginAfterReload, states (row states seen), id, playHref, reason, filenameText, injected,
+// refused (401s while --bad-token was tried), refusalShown (the page's message),
 // deleted, httpErrors, pageErrors, consoleErrors, elapsedS}. exit 1 on failure, 2 on bad usage.
 
 import { readFile } from 'node:fs/promises';
@@ -25,7 +27,7 @@ import { launch, parseOrExit, runCleanups } from './chromium.mjs';
 
 const { opts, usage } = parseOrExit(
   'library.mjs',
-  'usage: node library.mjs --url URL --token TOKEN --file PATH --mode upload|reload|failed [--name NAME] [--filename NAME] [--delay-ms 0] [--timeout 600]',
+  'usage: node library.mjs --url URL --token TOKEN --file PATH --mode upload|reload|failed [--name NAME] [--filename NAME] [--delay-ms 0] [--bad-token T] [--timeout 600]',
   {
     url: { type: 'string' },
     token: { type: 'string' },
@@ -34,6 +36,7 @@ const { opts, usage } = parseOrExit(
     name: { type: 'string', default: '' },
     filename: { type: 'string' },
     'delay-ms': { type: 'string', default: '0' },
+    'bad-token': { type: 'string' },
     timeout: { type: 'string', default: '600' },
     verbose: { type: 'boolean', short: 'v', default: false },
   },
@@ -69,11 +72,15 @@ const result = {
   httpErrors: [],
   pageErrors: [],
   consoleErrors: [],
-  consoleErrorsAtReload: [],
+  consoleErrorsExpected: [],
+  refused: 0,
+  refusalShown: null,
 };
 // The reload: PATCHes held when it starts are aborted, so none is half sent (`reloading`);
 // `afterReload` once the new document has loaded.
 let reloading = false;
+// While a bad token is tried (its 401 is expected).
+let refusing = false;
 let afterReload = false;
 const cleanups = [];
 
@@ -149,7 +156,8 @@ async function main() {
     if (u.pathname === '/api/v1/uploads' && r.method() === 'POST') result.creates += 1;
   });
   page.on('response', (r) => {
-    if (r.status() >= 400) {
+    if (r.status() === 401 && refusing) result.refused += 1;
+    else if (r.status() >= 400) {
       result.httpErrors.push({ url: r.url(), status: r.status() });
     }
   });
@@ -158,7 +166,7 @@ async function main() {
     vlog(`console.${m.type()}: ${m.text()}`);
     if (m.type() !== 'error') return;
     // The requests the reload aborts are the test's doing, not the page's.
-    if (reloading && !afterReload) result.consoleErrorsAtReload.push(m.text());
+    if ((reloading && !afterReload) || refusing) result.consoleErrorsExpected.push(m.text());
     else result.consoleErrors.push(m.text());
   });
   page.on('dialog', (d) => d.accept());
@@ -190,6 +198,16 @@ async function main() {
   result.csp = res.headers()['content-security-policy'] ?? null;
   await page.waitForSelector('#login:not([hidden])', { timeout: remainingMs() });
   result.loginShown = true;
+  if (opts['bad-token']) {
+    refusing = true;
+    await page.fill('#token', opts['bad-token']);
+    await page.click('#login button[type=submit]');
+    await until('waiting for the refusal', async () =>
+      page.evaluate(() => !document.getElementById('login').hidden && document.getElementById('login-error').textContent),
+    );
+    result.refusalShown = await page.textContent('#login-error');
+    refusing = false;
+  }
   await page.fill('#token', opts.token);
   await page.click('#login button[type=submit]');
   await page.waitForSelector('#main:not([hidden])', { timeout: remainingMs() });
