@@ -208,12 +208,12 @@ fn a_refused_token_is_asked_again_and_a_non_media_upload_shows_the_packagers_rea
     assert!(videos(&ing).is_empty());
 }
 
-/// Without ingest `/` is what it was: a package path, no page.
+/// Without ingest `/` is what it was: a directory of ROOT, 404 (no listing), and no page assets.
 #[test]
 fn without_ingest_there_is_no_library_page() {
     let s = Server::start(&sample_root(), &[]);
     let r = get(s.addr, "/", &[]).unwrap();
-    assert_ne!(r.status, 200, "{r:?}");
+    assert_eq!(r.status, 404, "{r:?}");
     assert!(r.header("content-security-policy").is_none(), "{r:?}");
     let r = get(s.addr, "/_library/library.js", &[]).unwrap();
     assert_eq!(r.status, 404, "{r:?}");
