@@ -59,7 +59,7 @@ fn an_upload_through_the_page_becomes_ready_and_its_play_link_plays() {
     let v = drive(
         &ing,
         "tok-a",
-        &src,
+        Some(&src),
         "upload",
         &["--name", "holiday", "--delay-ms", "300"],
     );
@@ -111,7 +111,7 @@ fn a_reload_during_an_upload_resumes_the_same_upload_from_the_servers_offset() {
     let v = drive(
         &ing,
         "tok-a",
-        &src,
+        Some(&src),
         "reload",
         &["--name", "resumed", "--delay-ms", "3000"],
     );
@@ -168,7 +168,7 @@ fn a_refused_token_is_asked_again_and_a_non_media_upload_shows_the_packagers_rea
     let v = drive(
         &ing,
         "tok-a",
-        &src,
+        Some(&src),
         "failed",
         &[
             "--name",
@@ -217,4 +217,29 @@ fn without_ingest_there_is_no_library_page() {
     assert!(r.header("content-security-policy").is_none(), "{r:?}");
     let r = get(s.addr, "/_library/library.js", &[]).unwrap();
     assert_eq!(r.status, 404, "{r:?}");
+}
+
+/// More videos than a page: the newest 20, Older shows the rest, Newest goes back.
+#[test]
+fn the_list_pages_through_older_videos() {
+    let ing = Ingest::start(&alice(), &[]);
+    for i in 0..21 {
+        ing.created("tok-a", 1000, &format!("clip{i}"));
+    }
+    let v = drive(&ing, "tok-a", None, "pages", &[]);
+    let ids = |k: &str| -> Vec<String> {
+        v["pages"][k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (all, first, older) = (ids("all"), ids("first"), ids("older"));
+    assert_eq!(all.len(), 21, "{v}");
+    assert_eq!(first, all[..20].to_vec(), "newest first: {v}");
+    assert_eq!(older, all[20..].to_vec(), "{v}");
+    assert_eq!(ids("back"), first, "{v}");
 }

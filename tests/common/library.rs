@@ -7,27 +7,21 @@ use std::path::Path;
 use super::origin::node_json;
 use super::uploads::Ingest;
 
-/// Runs `library.mjs --mode MODE` against `ing` with `token` and `file` plus `extra` arguments;
-/// asserts it succeeded and returns its result line.
+/// Runs `library.mjs --mode MODE` against `ing` with `token` and `file` (none for `pages`) plus
+/// `extra` arguments; asserts it succeeded and returns its result line.
 pub fn drive(
     ing: &Ingest,
     token: &str,
-    file: &Path,
+    file: Option<&Path>,
     mode: &str,
     extra: &[&str],
 ) -> serde_json::Value {
     let url = format!("http://{}", ing.addr());
-    let file = file.to_str().expect("fixture path is UTF-8");
-    let mut args = vec![
-        "--url",
-        url.as_str(),
-        "--token",
-        token,
-        "--file",
-        file,
-        "--mode",
-        mode,
-    ];
+    let file = file.map(|f| f.to_str().expect("fixture path is UTF-8"));
+    let mut args = vec!["--url", url.as_str(), "--token", token, "--mode", mode];
+    if let Some(f) = file {
+        args.extend(["--file", f]);
+    }
     args.extend_from_slice(extra);
     let (st, v, stderr) = node_json("library.mjs", &args);
     assert!(

@@ -14,20 +14,22 @@
 //           aborted), the same file is picked again and the upload finishes; waits until the
 //           video is past `uploading`. receivedAtReload: the server's bytes after the reload.
 //   failed  the row reaches `failed` (its reason is reported), then Delete removes it.
+//   pages   (no upload, no --file) the list's pages: the newest 20 rows, Older, Newest again.
 // --filename uploads the file's bytes under that file name (to check it is shown as text).
 // --bad-token signs in with it first: the page must refuse it (the list's 401) and ask again.
 // stdout: one JSON line {ok, mode, failure?, loginShown, csp, progress (distinct readings),
 // creates (POSTs to /api/v1/uploads), patches sent [{offset, afterReload}], receivedAtReload,
 // loginAfterReload, states (row states seen), id, playHref, reason, filenameText, injected,
 // refused (401s while --bad-token was tried), refusalShown (the page's message),
-// deleted, httpErrors, pageErrors, consoleErrors, elapsedS}. exit 1 on failure, 2 on bad usage.
+// deleted, pages {first, older, back, all: row ids}, httpErrors, pageErrors, consoleErrors,
+// elapsedS}. exit 1 on failure, 2 on bad usage.
 
 import { readFile } from 'node:fs/promises';
 import { launch, parseOrExit, runCleanups } from './chromium.mjs';
 
 const { opts, usage } = parseOrExit(
   'library.mjs',
-  'usage: node library.mjs --url URL --token TOKEN --file PATH --mode upload|reload|failed [--name NAME] [--filename NAME] [--delay-ms 0] [--bad-token T] [--timeout 600]',
+  'usage: node library.mjs --url URL --token TOKEN [--file PATH] --mode upload|reload|failed|pages [--name NAME] [--filename NAME] [--delay-ms 0] [--bad-token T] [--timeout 600]',
   {
     url: { type: 'string' },
     token: { type: 'string' },
@@ -41,8 +43,8 @@ const { opts, usage } = parseOrExit(
     verbose: { type: 'boolean', short: 'v', default: false },
   },
 );
-if (!opts.url || !opts.token || !opts.file) usage('need --url, --token and --file');
-if (!['upload', 'reload', 'failed'].includes(opts.mode)) usage('bad --mode');
+if (!['upload', 'reload', 'failed', 'pages'].includes(opts.mode)) usage('bad --mode');
+if (!opts.url || !opts.token || (!opts.file && opts.mode !== 'pages')) usage('need --url, --token and --file');
 const base = new URL(opts.url);
 const delayMs = Number(opts['delay-ms']);
 const timeoutS = Number(opts.timeout);
@@ -75,6 +77,7 @@ const result = {
   consoleErrorsExpected: [],
   refused: 0,
   refusalShown: null,
+  pages: null,
 };
 // The reload: PATCHes held when it starts are aborted, so none is half sent (`reloading`);
 // `afterReload` once the new document has loaded.
@@ -147,6 +150,26 @@ async function rowState(page) {
   return st;
 }
 
+/// Rows shown, once the list has been drawn with `n` of them (within the deadline).
+async function rowsShown(page, what, n) {
+  await until(what, async () => (await page.$$('#videos tbody tr')).length === n);
+  return page.evaluate(() => [...document.querySelectorAll('#videos tbody tr')].map((tr) => tr.dataset.id));
+}
+
+/// The list's pages: the newest, Older, Newest again.
+async function pages(page) {
+  const all = await videos();
+  const size = 20;
+  const first = await rowsShown(page, 'the newest page', Math.min(size, all.length));
+  if (!(await page.isVisible('#older'))) throw new Failure('no Older button');
+  await page.click('#older');
+  const older = await rowsShown(page, 'the older page', all.length - first.length);
+  if (!(await page.isVisible('#first'))) throw new Failure('no Newest button');
+  await page.click('#first');
+  const back = await rowsShown(page, 'the newest page again', first.length);
+  result.pages = { first, older, back, all: all.map((v) => v.id) };
+}
+
 async function main() {
   phase = 'launching chromium';
   const { page, close } = await launch('abr-library-', remainingMs());
@@ -212,6 +235,10 @@ async function main() {
   await page.click('#login button[type=submit]');
   await page.waitForSelector('#main:not([hidden])', { timeout: remainingMs() });
 
+  if (opts.mode === 'pages') {
+    await pages(page);
+    return;
+  }
   const bytes = await readFile(opts.file);
   const files = opts.filename
     ? { name: opts.filename, mimeType: 'application/octet-stream', buffer: bytes }
