@@ -29,7 +29,9 @@ pub struct Extension {
     /// Path prefixes (e.g. `/api/`) whose requests go through the router to [`Self::configure`]'s
     /// routes; every other path that is not an origin route is a package file.
     pub prefixes: Vec<&'static str>,
-    /// Registers the routes under those prefixes (called once per worker).
+    /// Exact paths (e.g. `/`) routed to [`Self::configure`]'s routes like the prefixes.
+    pub paths: Vec<&'static str>,
+    /// Registers the routes under those prefixes and paths (called once per worker).
     pub configure: Option<Configure>,
     /// The cluster's per-client rate limit for package files (else each node's own bucket).
     pub shared_limit: Option<Arc<dyn SharedLimit>>,

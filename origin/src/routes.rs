@@ -44,12 +44,14 @@ fn hv(s: &str) -> HeaderValue {
 }
 
 /// Whether `path` may be one of the named routes [`configure`] registers (exact paths and
-/// scope prefixes) or a route of an extension (under one of `extension_prefixes`). Every other
+/// scope prefixes) or a route of an extension (under one of `extension_prefixes`, or one of its
+/// exact `extension_paths`). Every other
 /// path goes to the package-file handler, which the middleware calls directly: on a request for
 /// a segment, matching it against each named route first and boxing the call through the router
 /// cost about 5 % of a small file's CPU.
-fn named_route(path: &str, extension_prefixes: &[&str]) -> bool {
+fn named_route(path: &str, extension_prefixes: &[&str], extension_paths: &[&str]) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || extension_paths.contains(&path)
         || ["/debug/", "/play/", "/_player/"]
             .iter()
             .chain(extension_prefixes)
@@ -605,7 +607,7 @@ pub async fn middleware(
         c.request_started();
     }
     let res = match &state {
-        Some(s) if !named_route(req.path(), &s.extension_prefixes) => {
+        Some(s) if !named_route(req.path(), &s.extension_prefixes, &s.extension_paths) => {
             let (req, _) = req.into_parts();
             let res = package_file(&req, s).await;
             Ok(ServiceResponse::new(req, res))
@@ -729,13 +731,16 @@ mod tests {
             "/play/pkg",
             "/_player/hls.min.js",
         ] {
-            assert!(named_route(p, &[]), "{p}");
+            assert!(named_route(p, &[], &[]), "{p}");
         }
         // An extension's prefixes are routed too, and only when it is installed.
         for p in ["/api/v1/session", "/api/v1/viewers/movie.mp4"] {
-            assert!(named_route(p, &["/api/"]), "{p}");
-            assert!(!named_route(p, &[]), "{p}");
+            assert!(named_route(p, &["/api/"], &[]), "{p}");
+            assert!(!named_route(p, &[], &[]), "{p}");
         }
+        // Its exact paths, only those.
+        assert!(named_route("/", &[], &["/"]));
+        assert!(!named_route("/pkg/hls/master.m3u8", &[], &["/"]));
         for p in [
             "/pkg/hls/master.m3u8",
             "/play",
@@ -743,7 +748,7 @@ mod tests {
             "/_t/1/s/pkg/a.ts",
             "/",
         ] {
-            assert!(!named_route(p, &["/api/"]), "{p}");
+            assert!(!named_route(p, &["/api/"], &[]), "{p}");
         }
         let t = root_with("play");
         let config = crate::config::Config {

@@ -228,6 +228,7 @@ where
     let mut state = State::new(config.clone())?;
     let extension = extend(&state)?;
     state.extension_prefixes = extension.prefixes;
+    state.extension_paths = extension.paths;
     state.shared_limit = extension.shared_limit;
     let state = web::Data::new(state);
     let workers = config.worker_count();

@@ -39,6 +39,8 @@ pub struct State {
     pub shared_limit: Option<Arc<dyn SharedLimit>>,
     /// Path prefixes of extension routes (requests under them go through the router).
     pub extension_prefixes: Vec<&'static str>,
+    /// Exact paths of extension routes.
+    pub extension_paths: Vec<&'static str>,
     /// Hot-file cache (None when `cache_bytes` is 0).
     pub cache: Option<ByteCache>,
     /// Compressed manifests (always on; small).
@@ -201,6 +203,7 @@ impl State {
             limiter: Limiter::new(config.rate_limit_rps, config.rate_limit_burst),
             shared_limit: None,
             extension_prefixes: Vec::new(),
+            extension_paths: Vec::new(),
             cache,
             compressed,
             signing_key: config.signing_key.as_deref().map(crate::auth::key_bytes),

@@ -13,6 +13,7 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod monitor;
+pub mod pages;
 pub mod queue;
 pub mod session;
 pub mod store;
@@ -102,14 +103,22 @@ pub fn extension(
         store::Store::Embedded(_) => None,
     };
     let data = web::Data::from(viewers);
+    // With ingest, the library page at `/` and its assets.
+    let (prefixes, paths) = if uploads.is_some() {
+        (vec!["/api/", pages::ASSETS], vec!["/"])
+    } else {
+        (vec!["/api/"], vec![])
+    };
     Ok(origin::Extension {
-        prefixes: vec!["/api/"],
+        prefixes,
+        paths,
         configure: Some(Arc::new(move |cfg| {
             let _workers = &pool;
             // The uploads' scope first: it is more specific than the viewer API's `/api/v1`.
             if let Some((u, v)) = &uploads {
                 uploads::configure(cfg, u.clone());
                 videos::configure(cfg, v.clone());
+                pages::configure(cfg);
             }
             viewer::configure(cfg, data.clone())
         })),

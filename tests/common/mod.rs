@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cdn;
+pub mod library;
 pub mod origin;
 pub mod packages;
 pub mod player;

@@ -14,55 +14,20 @@
 // externalRequests, httpErrors, pageErrors, consoleErrors, pageErrorText, failure?, elapsedS}.
 // exit 1 on failure or timeout, 2 on bad usage.
 
-import { parseArgs } from 'node:util';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, parseOrExit, runCleanups } from './chromium.mjs';
 
-// Same browser and flags as play.mjs.
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
+// Browser and flags: chromium.mjs (the same as play.mjs).
 const SCRIPT = { hls: '/_player/hls.min.js', dash: '/_player/dash.all.min.js' };
 const POLL_MS = 100;
 const USAGE = 'usage: node playpage.mjs --url URL --player hls|dash [--seconds 3] [--timeout 60] [--verbose]';
 
-function usage(msg) {
-  if (msg) console.error(`playpage.mjs: ${msg}`);
-  console.error(USAGE);
-  process.exit(2);
-}
-
-let opts;
-try {
-  opts = parseArgs({
-    options: {
-      url: { type: 'string' },
-      player: { type: 'string' },
-      seconds: { type: 'string', default: '3' },
-      timeout: { type: 'string', default: '60' },
-      verbose: { type: 'boolean', short: 'v', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
-  }).values;
-} catch (e) {
-  usage(e.message);
-}
-if (opts.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const { opts, usage } = parseOrExit('playpage.mjs', USAGE, {
+  url: { type: 'string' },
+  player: { type: 'string' },
+  seconds: { type: 'string', default: '3' },
+  timeout: { type: 'string', default: '60' },
+  verbose: { type: 'boolean', short: 'v', default: false },
+});
 const player = opts.player;
 if (player !== 'hls' && player !== 'dash') usage('--player must be hls or dash');
 if (!opts.url) usage('need --url');
@@ -98,16 +63,8 @@ const external = () => requests.filter((u) => !/^(data|blob):/.test(u) && URL.pa
 
 async function main() {
   phase = 'launching chromium';
-  const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'abr-playpage-'));
-  cleanups.push(() => rm(userDataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: remainingMs(),
-  });
-  cleanups.push(() => context.close());
-  const page = context.pages()[0] ?? (await context.newPage());
+  const { page, close } = await launch('abr-playpage-', remainingMs());
+  cleanups.push(close);
   page.on('request', (r) => requests.push(r.url()));
   page.on('response', (r) => {
     if (r.request().resourceType() === 'script') scripts.push({ url: r.url(), status: r.status() });
@@ -189,15 +146,7 @@ function buildResult(failure) {
   };
 }
 
-async function cleanup() {
-  for (const fn of cleanups.reverse()) {
-    try {
-      await fn();
-    } catch (e) {
-      vlog(`cleanup: ${e.message}`);
-    }
-  }
-}
+const cleanup = () => runCleanups(cleanups, vlog);
 
 let timer;
 const timeout = new Promise((_, reject) => {
