@@ -89,42 +89,62 @@ def merge(out, measure, upload_log, proc_json):
           f"{res['server_hwm_kb'] / 1024:.1f} MiB, server CPU {res['server_cpu_s']:.2f} s")
 
 
+def _writeback():
+    """sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE) through libc (os has no binding), or
+    a no-op where it is missing."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        f = libc.sync_file_range
+    except (OSError, AttributeError):
+        return lambda fd, off, n: None
+    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return lambda fd, off, n: f(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE
+
+
 def disk(out, src, d, chunk, mode):
     """Local write ceiling: SRC copied into D/disk.bin in 1 MiB writes (abr's WRITE_BUF), with
-    mode "none": no fsync (@tus/file-store's model), or "chunk": after every CHUNK bytes an
-    fdatasync of the data, then an 8-byte offset file replaced (write, fsync, rename, fsync of
-    the directory) — abr's commit per PATCH of CHUNK bytes. Prints MB/s and the seconds."""
+    mode "none": no fsync (@tus/file-store's model), or "chunk": abr's model
+    (service/src/uploads/store.rs): writeback started after every write (sync_file_range), and
+    after every CHUNK bytes an fdatasync of the data, then a 28-byte offset record written in
+    place into one of the two slots of a 1 KiB offset file and fdatasynced (abr's commit per
+    PATCH of CHUNK bytes). Prints MB/s and the seconds."""
     chunk = int(chunk)
     os.makedirs(d, exist_ok=True)
     dst = os.path.join(d, "disk.bin")
     buf = 1 << 20
+    writeback = _writeback()
     t0 = time.monotonic()
     total = 0
     since = 0
-    dfd = os.open(d, os.O_RDONLY)
+    seq = 0
+    ofd = os.open(os.path.join(d, "offset"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(ofd, bytes(1024))
+    os.fsync(ofd)
     with open(src, "rb", buffering=0) as fi, open(dst, "wb", buffering=0) as fo:
         while True:
             b = fi.read(buf)
             if not b:
                 break
             fo.write(b)
+            if mode == "chunk":
+                writeback(fo.fileno(), total, len(b))
             total += len(b)
             since += len(b)
             if mode == "chunk" and since >= chunk:
                 since = 0
                 os.fdatasync(fo.fileno())
-                tmp = os.path.join(d, "offset.tmp")
-                with open(tmp, "w") as f:
-                    f.write(str(total))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, os.path.join(d, "offset"))
-                os.fsync(dfd)
+                seq += 1
+                os.pwrite(ofd, b"abroffs1" + seq.to_bytes(8, "little")
+                          + total.to_bytes(8, "little") + bytes(4), (seq % 2) * 512)
+                os.fdatasync(ofd)
         if mode == "chunk":
             os.fdatasync(fo.fileno())
-    os.close(dfd)
+    os.close(ofd)
     s = time.monotonic() - t0
     os.unlink(dst)
+    os.unlink(os.path.join(d, "offset"))
     res = {"mode": mode, "bytes": total, "seconds": round(s, 3), "chunk": chunk}
     with open(out, "w") as f:
         json.dump(res, f)
@@ -239,8 +259,8 @@ def report(d):
             cpu = {s: statistics.median([r["server_cpu_s"] / (r["bytes"] / 1e9)
                                          for k, t, sv, r in thr if sv == s]) for s in med}
             p(f"- Server CPU per GB (median): abr {cpu['abr']:.2f} s, tus {cpu['tus']:.2f} s.")
-        p("- Durability is not the same: abr fsyncs the data file (and then atomically replaces "
-          "and fsyncs its offset file) before a PATCH is acknowledged, and at least every 16 MiB "
+        p("- Durability is not the same: abr fdatasyncs the data file (and then writes its offset "
+          "record in place and fdatasyncs it) before a PATCH is acknowledged, and at least every 16 MiB "
           "within a long PATCH (`service/src/uploads/store.rs`, `core.rs`). @tus/file-store "
           f"{env('BENCH_TUS_FILESTORE')} does not fsync at all: `FileStore.write` pipes the body "
           "into `fs.createWriteStream(path, {flags: 'r+', start: offset})` and answers when the "
@@ -253,9 +273,10 @@ def report(d):
     if dk:
         p("### Local write ceilings (same window, no network, no server)\n")
         p("The same file copied by Python into the same filesystem in 1 MiB writes: `none` = no "
-          "fsync (@tus/file-store's model); `chunk` = after every chunk an fdatasync of the data "
-          "and an offset file replaced durably (write, fsync, rename, fsync of the directory): "
-          "abr's commit per PATCH. One of each per round, after the two uploads.\n")
+          "fsync (@tus/file-store's model); `chunk` = writeback started after every write "
+          "(sync_file_range), after every chunk an fdatasync of the data and an offset record "
+          "written in place and fdatasynced: abr's commit per PATCH. One of each per round, "
+          "after the two uploads.\n")
         p("| round | none MB/s | chunk MB/s |")
         p("|---|---:|---:|")
         ceil = {"none": [], "chunk": []}

@@ -1,11 +1,13 @@
 //! tus core protocol: OPTIONS (discovery), HEAD (the offset), PATCH (bytes at the offset), the
 //! `Tus-Resumable` check (412 for another version) and the streaming, durable write of a body.
 
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
+use actix_web::rt::task::{spawn_blocking, JoinHandle};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -13,17 +15,17 @@ use futures_util::StreamExt;
 use super::auth::Principal;
 use super::checksum::{self, Expected};
 use super::lock::Held;
-use super::store::UploadState;
+use super::store::{Appender, UploadState};
 use super::{
     blocking, expiration, tus_response, Entry, TusError, Uploads, EXTENSIONS, TUS_VERSION,
 };
 
 /// Content type of PATCH bodies.
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
-/// Bytes gathered before one write to the data file.
+/// Bytes gathered before one write to the data file (two such buffers per body).
 const WRITE_BUF: usize = 1 << 20;
-/// Without a checksum, the offset is made durable (fsync) at least every this many bytes of a
-/// long PATCH, so a crash loses little.
+/// Without a checksum, the offset is made durable at least every this many bytes of a long
+/// PATCH, so a crash loses little.
 const COMMIT_EVERY: u64 = 16 << 20;
 /// A body that sends nothing for this long is treated as cut (the upload's lock is released;
 /// what arrived is kept).
@@ -218,10 +220,10 @@ async fn patch(
 }
 
 /// Receives a body at the upload's offset: streamed to the data file through a bounded buffer,
-/// then fsynced before the new offset is made durable (and only then visible). With a checksum
-/// the chunk is kept only if it matches (460 otherwise, the offset unchanged). Bytes past
-/// `Upload-Length` are refused (413) before they are written. Completes the upload when its
-/// last byte is durable. Returns the new offset.
+/// then fdatasynced before the new offset is made durable (and only then visible). With a
+/// checksum the chunk is kept only if it matches (460 otherwise, the offset unchanged). Bytes
+/// past `Upload-Length` are refused (413) before they are written. Completes the upload when
+/// its last byte is durable. Returns the new offset.
 pub(super) async fn write_body(
     up: &Arc<Uploads>,
     id: &str,
@@ -243,37 +245,27 @@ pub(super) async fn write_body(
         up.metrics.rejected.with_label_values(&["too_long"]).inc();
         return Err(too_long());
     }
+    let failed = |what: &str, e: io::Error| TusError::internal(&format!("{what} upload {id}"), e);
     let store = up.store.clone();
     let owned = id.to_string();
     let h = held.clone();
-    let mut file = blocking(move || {
+    let appender = blocking(move || {
         let _h = h;
         store.open_data(&owned, start)
     })
     .await
-    .map_err(|e| TusError::internal("opening the upload", e))?;
+    .map_err(|e| failed("opening", e))?;
+    let mut pipe = Pipeline {
+        idle: Some((appender, BytesMut::with_capacity(WRITE_BUF))),
+        busy: None,
+        held: held.clone(),
+    };
     let mut buf = BytesMut::with_capacity(WRITE_BUF);
-    let (mut received, mut committed) = (start, start);
+    // Bytes received, the offset of the last commit asked for, and the last durable one.
+    let (mut received, mut asked, mut committed) = (start, start, start);
     let mut hasher = expected.as_ref().map(|e| e.hasher());
     let mut refused: Option<TusError> = None;
     let mut cut_short = false;
-    // One blocking step: write the buffer (and commit `commit_at`, if any).
-    let step = |file: std::fs::File, buf: BytesMut, commit_at: Option<u64>| {
-        let store = up.store.clone();
-        let owned = id.to_string();
-        let h = held.clone();
-        blocking(move || {
-            let _h = h;
-            let mut file = file;
-            let mut buf = buf;
-            std::io::Write::write_all(&mut file, &buf)?;
-            buf.clear();
-            if let Some(off) = commit_at {
-                store.commit(&owned, &file, off)?;
-            }
-            Ok((file, buf))
-        })
-    };
     loop {
         let chunk = match actix_web::rt::time::timeout(BODY_IDLE, payload.next()).await {
             Ok(None) => break,
@@ -299,18 +291,34 @@ pub(super) async fn write_body(
             h.update(&chunk);
         }
         received += chunk.len() as u64;
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= WRITE_BUF {
-            let commit_at =
-                (hasher.is_none() && received - committed >= COMMIT_EVERY).then_some(received);
-            (file, buf) = step(file, buf, commit_at)
+        // Whole buffers only (the chunk is copied once, into a reused buffer, so the
+        // connection's read buffer is free again at once): every write but a body's last is
+        // WRITE_BUF bytes.
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let n = rest.len().min(WRITE_BUF - buf.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if buf.len() < WRITE_BUF {
+                continue;
+            }
+            let at = received - rest.len() as u64;
+            let commit = (hasher.is_none() && at - asked >= COMMIT_EVERY).then_some(at);
+            asked = commit.unwrap_or(asked);
+            let done;
+            (buf, done) = pipe
+                .submit(buf, commit)
                 .await
-                .map_err(|e| TusError::internal("writing the upload", e))?;
-            if let Some(off) = commit_at {
+                .map_err(|e| failed("writing", e))?;
+            if let Some(off) = done {
                 committed = off;
                 entry.offset.store(off, Ordering::Release);
             }
         }
+    }
+    if let Some(off) = pipe.wait().await.map_err(|e| failed("writing", e))? {
+        committed = off;
+        entry.offset.store(off, Ordering::Release);
     }
     // A checksummed chunk is all or nothing; any other keeps what arrived before a refusal or
     // a cut (a client resumes from it).
@@ -331,23 +339,28 @@ pub(super) async fn write_body(
         (None, _) => true,
     };
     if keep && received > committed {
-        (file, buf) = step(file, buf, Some(received))
+        (buf, _) = pipe
+            .submit(buf, Some(received))
             .await
-            .map_err(|e| TusError::internal("writing the upload", e))?;
+            .map_err(|e| failed("writing", e))?;
+        pipe.wait().await.map_err(|e| failed("writing", e))?;
         committed = received;
         entry.offset.store(received, Ordering::Release);
     }
     drop(buf);
     if committed != received || !keep {
         // Cut what was written past the durable offset (it was never acknowledged).
-        let h = held.clone();
-        blocking(move || {
-            let _h = h;
-            file.set_len(committed)
-        })
-        .await
-        .map_err(|e| TusError::internal("discarding the chunk", e))?;
+        if let Some((mut appender, _)) = pipe.idle.take() {
+            let h = held.clone();
+            blocking(move || {
+                let _h = h;
+                appender.truncate(committed)
+            })
+            .await
+            .map_err(|e| failed("discarding the chunk of", e))?;
+        }
     }
+    drop(pipe);
     if committed == length {
         up.complete(id, entry).await;
     }
@@ -355,5 +368,57 @@ pub(super) async fn write_body(
     match refused {
         Some(e) => Err(e),
         None => Ok(committed),
+    }
+}
+
+/// A write in flight on the blocking pool and the offset it commits, if any.
+type Busy = (JoinHandle<io::Result<(Appender, BytesMut)>>, Option<u64>);
+
+/// The writes of one body: one in flight on the blocking pool while the next buffer fills, so
+/// receiving overlaps writing and syncing. Two buffers of [`WRITE_BUF`] bytes, reused.
+struct Pipeline {
+    /// The appender and the spare buffer, while no write is in flight.
+    idle: Option<(Appender, BytesMut)>,
+    busy: Option<Busy>,
+    /// The upload's lock, held by every write (it outlives a request that goes away).
+    held: Arc<Held>,
+}
+
+impl Pipeline {
+    /// Waits for the write in flight; returns the offset it made durable, if any.
+    async fn wait(&mut self) -> io::Result<Option<u64>> {
+        let Some((job, commit)) = self.busy.take() else {
+            return Ok(None);
+        };
+        self.idle = Some(job.await.map_err(io::Error::other)??);
+        Ok(commit)
+    }
+
+    /// Waits for the write in flight, then starts writing `buf` (and committing `commit`, an
+    /// offset at most the bytes written with it). Returns the spare buffer (empty) and the
+    /// offset the previous write made durable, if any.
+    async fn submit(
+        &mut self,
+        buf: BytesMut,
+        commit: Option<u64>,
+    ) -> io::Result<(BytesMut, Option<u64>)> {
+        let done = self.wait().await?;
+        let (mut appender, spare) = self
+            .idle
+            .take()
+            .ok_or_else(|| io::Error::other("the appender was lost by a failed write"))?;
+        let held = self.held.clone();
+        let job = spawn_blocking(move || {
+            let _held = held;
+            let mut buf = buf;
+            appender.write(&buf)?;
+            buf.clear();
+            if let Some(off) = commit {
+                appender.commit(off)?;
+            }
+            Ok((appender, buf))
+        });
+        self.busy = Some((job, commit));
+        Ok((spare, done))
     }
 }

@@ -1,8 +1,9 @@
 //! Uploads on disk, under `data_dir/uploads/<id>/`:
 //!
 //! - `data`: the bytes received;
-//! - `offset`: the durable offset (decimal), replaced (temporary file, fsync, rename, fsync of
-//!   the directory) only after `data` was fsynced up to it, so it never runs ahead of the bytes;
+//! - `offset`: the durable offset, in one of two fixed slots ([`OFFSET_FILE_LEN`] bytes, see
+//!   [`Appender::commit`]), overwritten in place and fdatasynced only after `data` was
+//!   fdatasynced up to it, so it never runs ahead of the bytes;
 //! - `info.json`: principal, length, metadata, created, expires, state (replaced the same way).
 //!
 //! After a crash the offset file is the truth: [`Store::load_all`] truncates `data` back to it.
@@ -11,6 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -101,7 +103,7 @@ impl Store {
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
         fs::create_dir(&tmp)?;
         File::create(tmp.join("data"))?.sync_all()?;
-        replace(&tmp, "offset", b"0")?;
+        replace(&tmp, "offset", &offset_file(0, 0))?;
         replace(&tmp, "info.json", &info_json(info)?)?;
         sync_dir(&tmp)?;
         fs::rename(&tmp, self.dir_of(id))?;
@@ -113,19 +115,24 @@ impl Store {
         replace(&self.dir_of(id), "info.json", &info_json(info)?)
     }
 
-    /// Opens `id`'s data for appending at `offset` (anything past it, never acknowledged, is
-    /// cut off first).
-    pub fn open_data(&self, id: &str, offset: u64) -> io::Result<File> {
-        let mut f = OpenOptions::new().write(true).open(self.data_path(id))?;
-        f.set_len(offset)?;
-        f.seek(SeekFrom::Start(offset))?;
-        Ok(f)
-    }
-
-    /// Makes `offset` durable: `data` is fsynced first, then the offset file replaced.
-    pub fn commit(&self, id: &str, data: &File, offset: u64) -> io::Result<()> {
-        data.sync_data()?;
-        replace(&self.dir_of(id), "offset", offset.to_string().as_bytes())
+    /// Opens `id`'s data for appending at `offset`, its durable offset (anything past it, never
+    /// acknowledged, is cut off first).
+    pub fn open_data(&self, id: &str, offset: u64) -> io::Result<Appender> {
+        let dir = self.dir_of(id);
+        let mut data = OpenOptions::new().write(true).open(dir.join("data"))?;
+        data.set_len(offset)?;
+        data.seek(SeekFrom::Start(offset))?;
+        let path = dir.join("offset");
+        let offsets = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut bytes = [0; OFFSET_FILE_LEN];
+        offsets.read_exact_at(&mut bytes, 0)?;
+        let (seq, _) = parse_offset_file(&bytes, &path)?;
+        Ok(Appender {
+            data,
+            offsets,
+            seq,
+            pos: offset,
+        })
     }
 
     /// Deletes upload `id` (renamed away first, so a crash never leaves half of it).
@@ -178,7 +185,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         let info: Info = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-        let offset = read_offset(&dir)?.min(info.length);
+        let offset = read_offset(&dir)?.0.min(info.length);
         Ok(Some((info, offset)))
     }
 
@@ -197,7 +204,7 @@ impl Store {
         let dir = self.dir_of(id);
         let info: Info =
             serde_json::from_slice(&fs::read(dir.join("info.json"))?).map_err(io::Error::other)?;
-        let mut offset = read_offset(&dir)?;
+        let (mut offset, mut rewrite) = read_offset(&dir)?;
         let data = OpenOptions::new().write(true).open(dir.join("data"))?;
         let len = data.metadata()?.len();
         if len > offset {
@@ -208,7 +215,11 @@ impl Store {
             // Cannot happen unless the disk lost synced data: trust the bytes.
             tracing::error!(target: "service", upload = id, offset, len, "data shorter than its durable offset; resuming from its length");
             offset = len;
-            self.commit(id, &data, offset)?;
+            data.sync_data()?;
+            rewrite = true;
+        }
+        if rewrite {
+            replace(&dir, "offset", &offset_file(0, offset))?;
         }
         let offset = offset.min(info.length);
         Ok(Loaded {
@@ -219,12 +230,134 @@ impl Store {
     }
 }
 
-/// The durable offset in `dir/offset`.
-fn read_offset(dir: &Path) -> io::Result<u64> {
-    let text = fs::read_to_string(dir.join("offset"))?;
-    text.trim()
-        .parse()
-        .map_err(|_| io::Error::other(format!("{}/offset holds '{}'", dir.display(), text.trim())))
+/// The durable offset in `dir/offset`, and whether the file is an earlier version's decimal
+/// offset (to be converted).
+fn read_offset(dir: &Path) -> io::Result<(u64, bool)> {
+    let path = dir.join("offset");
+    let bytes = fs::read(&path)?;
+    match parse_offset_file(&bytes, &path) {
+        Ok((_, off)) => Ok((off, false)),
+        Err(e) => match std::str::from_utf8(&bytes).ok().map(|t| t.trim().parse()) {
+            Some(Ok(off)) => Ok((off, true)),
+            _ => Err(e),
+        },
+    }
+}
+
+/// An upload open for appending (one at a time, under the upload's lock): its data file and its
+/// offset file.
+#[derive(Debug)]
+pub struct Appender {
+    data: File,
+    offsets: File,
+    /// Sequence number of the offset record last made durable.
+    seq: u64,
+    /// Where the next write goes (bytes written, durable or not).
+    pos: u64,
+}
+
+impl Appender {
+    /// Appends `buf` to the data file and starts its writeback.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(()); // (a writeback of 0 bytes would mean "to the end of the file")
+        }
+        self.data.write_all(buf)?;
+        start_writeback(&self.data, self.pos, buf.len() as u64);
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Makes `offset` (at most what was written) durable: `data` is fdatasynced (its size is
+    /// synced with it; no other metadata is needed), then the offset record written in place
+    /// and fdatasynced. The record goes to the slot of the older record, so a write torn by a
+    /// crash leaves the newer one intact; the file's size never changes, so its fdatasync
+    /// writes one block and no metadata, and there is no rename nor directory to sync.
+    pub fn commit(&mut self, offset: u64) -> io::Result<()> {
+        debug_assert!(offset <= self.pos);
+        self.data.sync_data()?;
+        let seq = self.seq + 1;
+        self.offsets
+            .write_all_at(&offset_record(seq, offset), slot_of(seq))?;
+        self.offsets.sync_data()?;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Cuts the data file back to `len` (bytes past the durable offset, never acknowledged).
+    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.data.set_len(len)?;
+        self.data.seek(SeekFrom::Start(len))?;
+        self.pos = len;
+        Ok(())
+    }
+}
+
+/// Starts writeback of `len` bytes at `at` without waiting for it, so the fdatasync of the
+/// commit at the end of a PATCH waits only for the last writes, not for the whole chunk: the
+/// disk writes while the rest of the body is received. Only a hint (errors are left to the
+/// fdatasync, which reports them).
+fn start_writeback(f: &File, at: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a valid open descriptor; the call reads no memory of ours.
+        unsafe {
+            libc::sync_file_range(f.as_raw_fd(), at, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (f, at, len);
+}
+
+/// Length of the offset file: two slots of `SLOT` bytes, each one record.
+pub const OFFSET_FILE_LEN: usize = 2 * SLOT;
+/// Slot size: a sector, so a record never straddles two.
+const SLOT: usize = 512;
+const OFFSET_MAGIC: &[u8; 8] = b"abroffs1";
+/// A record: magic, sequence number, offset (little-endian), CRC-32 of the 24 bytes before it.
+const RECORD_LEN: usize = 28;
+
+fn slot_of(seq: u64) -> u64 {
+    (seq % 2) * SLOT as u64
+}
+
+fn offset_record(seq: u64, offset: u64) -> [u8; RECORD_LEN] {
+    let mut r = [0; RECORD_LEN];
+    r[..8].copy_from_slice(OFFSET_MAGIC);
+    r[8..16].copy_from_slice(&seq.to_le_bytes());
+    r[16..24].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&r[..24]);
+    r[24..].copy_from_slice(&crc.to_le_bytes());
+    r
+}
+
+/// A new offset file holding one record.
+fn offset_file(seq: u64, offset: u64) -> Vec<u8> {
+    let mut f = vec![0; OFFSET_FILE_LEN];
+    let at = slot_of(seq) as usize;
+    f[at..at + RECORD_LEN].copy_from_slice(&offset_record(seq, offset));
+    f
+}
+
+/// The newest valid record of the offset file `path`: (sequence number, offset).
+fn parse_offset_file(bytes: &[u8], path: &Path) -> io::Result<(u64, u64)> {
+    let record = |at: usize| {
+        let r = bytes.get(at..at + RECORD_LEN)?;
+        let crc = u32::from_le_bytes(r[24..].try_into().ok()?);
+        (r[..8] == OFFSET_MAGIC[..] && crc32fast::hash(&r[..24]) == crc).then(|| {
+            let n = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or_default());
+            (n(8), n(16))
+        })
+    };
+    [record(0), record(SLOT)]
+        .into_iter()
+        .flatten()
+        .max_by_key(|&(seq, _)| seq)
+        .ok_or_else(|| io::Error::other(format!("{} holds no valid offset record", path.display())))
 }
 
 fn info_json(info: &Info) -> io::Result<Vec<u8>> {
@@ -272,9 +405,9 @@ mod tests {
         assert!(valid_id(&id));
         s.create(&id, &info()).unwrap();
         let mut f = s.open_data(&id, 0).unwrap();
-        f.write_all(b"abcd").unwrap();
-        s.commit(&id, &f, 4).unwrap();
-        f.write_all(b"efg").unwrap();
+        f.write(b"abcd").unwrap();
+        f.commit(4).unwrap();
+        f.write(b"efg").unwrap();
         drop(f);
         fs::create_dir(tmp.path().join(format!("{TMP_PREFIX}x"))).unwrap();
         fs::create_dir(tmp.path().join(format!("{DEL_PREFIX}y"))).unwrap();
@@ -287,5 +420,48 @@ mod tests {
         s.remove(&id).unwrap();
         assert!(s.load_all().unwrap().is_empty());
         assert!(!valid_id("../../etc") && !valid_id(&"A".repeat(32)));
+    }
+
+    /// The newest intact record wins: a torn (or zeroed) newest slot falls back to the older
+    /// one; the two slots alternate; a decimal offset file of an earlier version is read and
+    /// converted.
+    #[test]
+    fn offset_records_survive_a_torn_slot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let id = new_id();
+        s.create(&id, &info()).unwrap();
+        let mut f = s.open_data(&id, 0).unwrap();
+        for (i, chunk) in [b"ab", b"cd", b"ef"].iter().enumerate() {
+            f.write(*chunk).unwrap();
+            f.commit(2 * (i as u64 + 1)).unwrap();
+        }
+        drop(f);
+        let path = s.dir_of(&id).join("offset");
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), OFFSET_FILE_LEN);
+        assert_eq!(parse_offset_file(&bytes, &path).unwrap(), (3, 6));
+        // Seq 3 is in slot 1: tear it (one byte of its offset changed).
+        bytes[SLOT + 17] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(parse_offset_file(&bytes, &path).unwrap(), (2, 4));
+        assert_eq!(s.load_all().unwrap()[0].offset, 4);
+        assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcd");
+        // Appending goes on from seq 2 and overwrites the torn slot.
+        let mut f = s.open_data(&id, 4).unwrap();
+        f.write(b"EF").unwrap();
+        f.commit(6).unwrap();
+        drop(f);
+        assert_eq!(
+            parse_offset_file(&fs::read(&path).unwrap(), &path).unwrap(),
+            (3, 6)
+        );
+        fs::write(&path, vec![0; OFFSET_FILE_LEN]).unwrap();
+        assert!(s.load_all().unwrap().is_empty(), "no valid record: skipped");
+        fs::write(&path, b"5\n").unwrap();
+        assert_eq!(s.load_all().unwrap()[0].offset, 5);
+        assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcdE");
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(parse_offset_file(&bytes, &path).unwrap(), (0, 5));
     }
 }
