@@ -244,6 +244,37 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
         .unwrap_or_else(|| panic!("no upload line of video {bad}: {log}"));
     assert_eq!(complete["job"], bad.as_str(), "{complete}");
 
+    // Deleting the ready video (its job is over: nothing to cancel) is announced too.
+    let r = common::origin::request(
+        ing.addr(),
+        "DELETE",
+        &format!("/api/v1/videos/{id}"),
+        &[("Authorization", "Bearer tok-a")],
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    wait_until(Duration::from_secs(30), "video.deleted delivered", || {
+        delivered_of(&rx, &id)
+            .iter()
+            .any(|v| v["type"] == "video.deleted")
+    });
+    let kinds: Vec<String> = delivered_of(&rx, &id)
+        .iter()
+        .map(|v| v["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "video.queued",
+            "video.processing",
+            "video.ready",
+            "video.deleted"
+        ],
+        "once each, in order"
+    );
+    let deleted = delivered_of(&rx, &id).pop().unwrap();
+    assert_eq!(deleted["name"], "clip", "{deleted}");
+
     // Every request, refused or not, is signed with the secret over timestamp.body; the wrong
     // secret does not verify.
     let all = rx.hits();
@@ -295,7 +326,7 @@ fn an_event_refused_to_its_last_attempt_becomes_a_dead_letter() {
         .path();
     let seq_a = of_a[0].json()["seq"].as_u64().unwrap();
     let letter: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("dead").join(format!("{seq_a}.json"))).unwrap(),
+        &std::fs::read(dir.join("dead").join(format!("{seq_a}-{a}.json"))).unwrap(),
     )
     .unwrap();
     assert_eq!(letter["body"]["video"], a.as_str(), "{letter}");

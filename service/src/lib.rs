@@ -80,12 +80,15 @@ pub fn extension(
             .map(|w| webhooks::Endpoint::parse(w))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServiceError::Config)?;
-        if !hooks.is_empty() {
+        let announce_deletions = !hooks.is_empty();
+        if announce_deletions {
             webhooks::spawn(u.queue(), &u.data_dir, hooks, config.webhook_attempts).map_err(
                 |e| ServiceError::Uploads(format!("cannot start the webhook deliveries: {e}")),
             )?;
         }
-        let v = Arc::new(videos::Videos::new(u.clone()));
+        let mut v = videos::Videos::new(u.clone());
+        v.announce_deletions = announce_deletions;
+        let v = Arc::new(v);
         (
             Some((web::Data::from(u), web::Data::from(v))),
             Some(Arc::new(pool)),

@@ -309,6 +309,8 @@ pub struct Videos {
     up: Arc<Uploads>,
     tracker: Tracker,
     crash_mid_delete: bool,
+    /// Record each deletion for the webhooks ([`crate::webhooks::record_deletion`]).
+    pub(crate) announce_deletions: bool,
 }
 
 impl Videos {
@@ -318,6 +320,7 @@ impl Videos {
             up,
             tracker: Tracker::default(),
             crash_mid_delete: std::env::var(CRASH_MID_DELETE_ENV).is_ok_and(|v| v == "1"),
+            announce_deletions: false,
         }
     }
 
@@ -607,10 +610,21 @@ async fn delete(req: HttpRequest, id: web::Path<String>, v: web::Data<Videos>) -
         };
         let dir = v.up.data_dir.clone();
         let t = tomb.clone();
-        web::block(move || write_tombstone(&dir, &t))
-            .await
-            .map_err(|e| ApiError::internal("recording the deletion", e))?
-            .map_err(|e| ApiError::internal("recording the deletion", e))?;
+        let announce = v
+            .announce_deletions
+            .then(|| (info.principal.clone(), info.name.clone()));
+        web::block(move || {
+            write_tombstone(&dir, &t)?;
+            match announce {
+                Some((principal, name)) => {
+                    crate::webhooks::record_deletion(&dir, &t.id, &principal, &name, t.requested_ms)
+                }
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal("recording the deletion", e))?
+        .map_err(|e| ApiError::internal("recording the deletion", e))?;
         // From here on the video is gone for every request.
         if v.up.index().remove(id.as_str()).is_some() && info.state == UploadState::Incomplete {
             v.up.metrics.in_progress.dec();

@@ -4,7 +4,8 @@
 //! Events: `video.queued` (enqueued, or queued again by a retry), `video.processing` (the first
 //! claim of a job since it was queued, as this process saw it), `video.ready` (with `urls`,
 //! paths on the origin), `video.failed` (with `reason`), `video.cancelled` (with `reason`),
-//! `video.deleted` (a deletion cancelled its unfinished job). Body:
+//! `video.deleted` (recorded by the deletion, `data_dir/webhooks/deletions/`, announced once
+//! the endpoint caught up with the queue). Body:
 //! `{"id", "type", "video", "job", "principal", "name", "seq", "at_ms", ["urls"], ["reason"]}`.
 //!
 //! Headers: `Content-Type: application/json`, `X-Abr-Timestamp` (Unix seconds of this
@@ -17,7 +18,7 @@
 //! Delivery is at-least-once, in queue order, one thread per endpoint (never on a request
 //! path): an attempt that times out or gets a non-2xx answer is retried with exponential
 //! backoff and jitter, up to `webhook_attempts`; then the event is kept as a dead letter in
-//! `data_dir/webhooks/<endpoint>/dead/<seq>.json`, logged, and skipped. The endpoint's cursor
+//! `data_dir/webhooks/<endpoint>/dead/<id>-<video>.json`, logged, and skipped. The endpoint's cursor
 //! (last delivered seq) in `data_dir/webhooks/<endpoint>/cursor` is replaced atomically only
 //! after a 2xx (or a dead letter), so after a restart whatever was not acknowledged is sent
 //! again with the same body and key. A new endpoint starts at the queue's newest event.
@@ -49,6 +50,8 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// The cursor's file name in an endpoint's directory.
 const CURSOR: &str = "cursor";
+/// The file of the last deletion record announced, in an endpoint's directory.
+const DELETIONS_CURSOR: &str = "deletions-cursor";
 /// Events read from the queue per call.
 const BATCH: usize = 100;
 
@@ -123,16 +126,16 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("sha256={}", hex(&mac.finalize().into_bytes()))
 }
 
-/// The `Idempotency-Key` of event `seq` (of `job`) for `endpoint`.
-pub fn idempotency_key(endpoint: &Endpoint, seq: u64, job: &str) -> String {
-    let d = Sha256::digest(format!("{}\n{seq}\n{job}", endpoint.url).as_bytes());
+/// The `Idempotency-Key` of event `id` (of `job`) for `endpoint`.
+pub fn idempotency_key(endpoint: &Endpoint, id: &str, job: &str) -> String {
+    let d = Sha256::digest(format!("{}\n{id}\n{job}", endpoint.url).as_bytes());
     hex(&d[..16])
 }
 
 /// One webhook body.
 #[derive(Debug, Clone, Serialize)]
 pub struct Notice {
-    /// Event id (`<seq>`, unique within the queue).
+    /// Event id: `<seq>` (unique within the queue), or `deleted-<ms>` for a deletion.
     pub id: String,
     /// `video.queued`, `video.processing`, `video.ready`, `video.failed`, `video.cancelled`,
     /// `video.deleted`.
@@ -148,8 +151,9 @@ pub struct Notice {
     /// Its package name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The queue event's sequence number.
-    pub seq: u64,
+    /// The queue event's sequence number (none for a deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// When it happened (Unix ms).
     pub at_ms: u64,
     /// Where a ready video plays (paths on the origin).
@@ -180,16 +184,16 @@ pub fn notice(
         }
         (EventKind::JobSucceeded, _) => "video.ready",
         (EventKind::JobFailed, _) => "video.failed",
+        // Deletions are announced from their records ([`record_deletion`]), whatever the
+        // job's state was.
         (EventKind::Cancelled, None) if e.detail.as_deref() == Some(DELETED_REASON) => {
-            "video.deleted"
+            started.remove(&e.job);
+            return Ok(None);
         }
         (EventKind::Cancelled, None) => "video.cancelled",
         _ => return Ok(None),
     };
-    if matches!(
-        kind,
-        "video.ready" | "video.failed" | "video.cancelled" | "video.deleted"
-    ) {
+    if matches!(kind, "video.ready" | "video.failed" | "video.cancelled") {
         started.remove(&e.job);
     }
     let job = queue
@@ -213,11 +217,58 @@ pub fn notice(
         job: e.job.clone(),
         principal: job.as_ref().map(|j| j.principal.clone()),
         name: job.map(|j| j.name),
-        seq: e.seq,
+        seq: Some(e.seq),
         at_ms: e.at_ms,
         urls,
         reason,
     }))
+}
+
+/// `data_dir/webhooks/deletions/`: one record per deletion, `<ms, 20 digits>-<id>.json`.
+fn deletions_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("webhooks").join("deletions")
+}
+
+/// Records the deletion of video `id` (asked at `requested_ms`) durably, for every endpoint
+/// to announce as `video.deleted` (blocking; before the deletion is acknowledged).
+pub fn record_deletion(
+    data_dir: &Path,
+    id: &str,
+    principal: &str,
+    name: &str,
+    requested_ms: u64,
+) -> io::Result<()> {
+    let dir = deletions_dir(data_dir);
+    fs::create_dir_all(&dir)?;
+    let n = Notice {
+        id: format!("deleted-{requested_ms}"),
+        kind: "video.deleted",
+        video: id.into(),
+        job: id.into(),
+        principal: Some(principal.into()),
+        name: Some(name.into()),
+        seq: None,
+        at_ms: requested_ms,
+        urls: None,
+        reason: None,
+    };
+    let bytes = serde_json::to_vec(&n).map_err(io::Error::other)?;
+    replace(&dir, &format!("{requested_ms:020}-{id}.json"), &bytes)
+}
+
+/// The deletion records' names after `after`, oldest first.
+fn deletions_after(data_dir: &Path, after: &str) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = match fs::read_dir(deletions_dir(data_dir)) {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.') && n.as_str() > after)
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    names.sort();
+    Ok(names)
 }
 
 /// Starts one delivery thread per endpoint (state under `data_dir/webhooks/`).
@@ -230,6 +281,7 @@ pub fn spawn(
     for ep in endpoints {
         let d = Deliverer {
             queue: queue.clone(),
+            data_dir: data_dir.to_path_buf(),
             dir: data_dir.join("webhooks").join(&ep.id),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -250,6 +302,7 @@ pub fn spawn(
 
 struct Deliverer {
     queue: Arc<dyn Queue>,
+    data_dir: PathBuf,
     endpoint: Endpoint,
     dir: PathBuf,
     agent: ureq::Agent,
@@ -271,6 +324,12 @@ impl Deliverer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let after =
                     crate::monitor::newest_seq(self.queue.as_ref()).map_err(|e| e.to_string())?;
+                let newest = deletions_after(&self.data_dir, "")
+                    .map_err(|e| e.to_string())?
+                    .pop()
+                    .unwrap_or_default();
+                replace(&self.dir, DELETIONS_CURSOR, newest.as_bytes())
+                    .map_err(|e| format!("{}: {e}", self.dir.display()))?;
                 self.save(after)
                     .map_err(|e| format!("{}: {e}", self.cursor_path().display()))?;
                 Ok(after)
@@ -306,6 +365,10 @@ impl Deliverer {
                 }
             };
             if events.is_empty() {
+                // Caught up with the queue: the deletions recorded meanwhile.
+                if let Err(e) = self.deletions() {
+                    tracing::warn!(target: "service", webhook = %url, error = %e, "cannot announce deletions");
+                }
                 thread::sleep(POLL);
                 continue;
             }
@@ -332,6 +395,40 @@ impl Deliverer {
         }
     }
 
+    /// Announces the deletions recorded after the last one announced (a new endpoint starts
+    /// after the newest, see [`Deliverer::start`]).
+    fn deletions(&self) -> io::Result<()> {
+        let after = match fs::read_to_string(self.dir.join(DELETIONS_CURSOR)) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        for name in deletions_after(&self.data_dir, &after)? {
+            let p = deletions_dir(&self.data_dir).join(&name);
+            match fs::read(&p) {
+                Ok(bytes) => self.deliver_bytes(&name, bytes),
+                Err(e) => {
+                    tracing::error!(target: "service", webhook = %self.endpoint.url, record = %p.display(), error = %e, "unreadable deletion record skipped")
+                }
+            }
+            replace(&self.dir, DELETIONS_CURSOR, name.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the recorded notice `bytes` (deletion record `name`).
+    fn deliver_bytes(&self, name: &str, bytes: Vec<u8>) {
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => {
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                self.send(&s("id"), &s("video"), "video.deleted", bytes);
+            }
+            Err(e) => {
+                tracing::error!(target: "service", webhook = %self.endpoint.url, record = name, error = %e, "unparsable deletion record skipped")
+            }
+        }
+    }
+
     /// Delivers `n` until a 2xx or the last attempt (then a dead letter).
     fn deliver(&self, n: &Notice) {
         let url = &self.endpoint.url;
@@ -342,7 +439,14 @@ impl Deliverer {
                 return;
             }
         };
-        let key = idempotency_key(&self.endpoint, n.seq, &n.job);
+        self.send(&n.id, &n.video, n.kind, body);
+    }
+
+    /// Delivers `body` (event `id` of `video`) until a 2xx or the last attempt (then a dead
+    /// letter).
+    fn send(&self, id: &str, video: &str, kind: &str, body: Vec<u8>) {
+        let url = &self.endpoint.url;
+        let key = idempotency_key(&self.endpoint, id, video);
         let mut last = String::new();
         for attempt in 1..=self.attempts {
             let ts = crate::store::now_ms() / 1000;
@@ -359,7 +463,7 @@ impl Deliverer {
                 .send(&body[..]);
             last = match r {
                 Ok(resp) if resp.status().is_success() => {
-                    tracing::info!(target: "service", webhook = %url, video = %n.video, job = %n.job, event = n.kind, seq = n.seq, attempt, "webhook delivered");
+                    tracing::info!(target: "service", webhook = %url, video = %video, job = %video, event = kind, id = %id, attempt, "webhook delivered");
                     return;
                 }
                 Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
@@ -367,20 +471,20 @@ impl Deliverer {
             };
             if attempt < self.attempts {
                 let delay = backoff(attempt);
-                tracing::warn!(target: "service", webhook = %url, video = %n.video, job = %n.job, event = n.kind, seq = n.seq, attempt, error = %last, retry_in_s = delay.as_secs_f64(), "webhook delivery failed; retrying");
+                tracing::warn!(target: "service", webhook = %url, video = %video, job = %video, event = kind, id = %id, attempt, error = %last, retry_in_s = delay.as_secs_f64(), "webhook delivery failed; retrying");
                 thread::sleep(delay);
             }
         }
         let dead_dir = self.dir.join("dead");
-        let name = format!("{}.json", n.seq);
+        let name = format!("{id}-{video}.json");
         let dead = dead_dir.join(&name);
         let letter = serde_json::json!({
             "url": url, "idempotency_key": key, "attempts": self.attempts, "error": last,
-            "body": n,
+            "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
         });
         let kept = fs::create_dir_all(&dead_dir)
             .and_then(|()| replace(&dead_dir, &name, letter.to_string().as_bytes()));
-        tracing::error!(target: "service", webhook = %url, video = %n.video, job = %n.job, event = n.kind, seq = n.seq, attempts = self.attempts, error = %last, dead_letter = %dead.display(), kept = kept.is_ok(), "webhook dropped after its last attempt");
+        tracing::error!(target: "service", webhook = %url, video = %video, job = %video, event = kind, id = %id, attempts = self.attempts, error = %last, dead_letter = %dead.display(), kept = kept.is_ok(), "webhook dropped after its last attempt");
     }
 }
 
@@ -414,11 +518,11 @@ mod tests {
         assert_eq!(s, signature(b"k", 1, b"{}"));
         assert_ne!(s, signature(b"k", 2, b"{}"));
         assert_eq!(
-            idempotency_key(&e, 3, "v"),
-            idempotency_key(&e, 3, "v"),
+            idempotency_key(&e, "3", "v"),
+            idempotency_key(&e, "3", "v"),
             "stable"
         );
-        assert_ne!(idempotency_key(&e, 3, "v"), idempotency_key(&e, 4, "v"));
+        assert_ne!(idempotency_key(&e, "3", "v"), idempotency_key(&e, "4", "v"));
         for a in 1..30 {
             let d = backoff(a);
             assert!(
