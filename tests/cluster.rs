@@ -16,6 +16,7 @@ use common::origin::{
     assert_plays, free_port, get, request, request_with_body, sample_root, wait_until, Response,
 };
 use common::uploads::{b64, token_spec, OCTETS, TUS};
+use common::webhooks::Monitor;
 use service::queue::{
     EventKind, JobState, Queue, RedisQueue, Settings as QueueSettings, SystemClock, TaskState,
 };
@@ -434,20 +435,7 @@ fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
     );
 
     // An operator follows the cluster's job events from Redis (across its restart).
-    let monitor_out = c.dir.join("monitor.out");
-    let mut monitor = Command::new(env!("CARGO_BIN_EXE_abr"))
-        .args([
-            "monitor",
-            "--redis",
-            &redis_url,
-            "--json",
-            "--interval",
-            "0.2",
-        ])
-        .stdout(std::fs::File::create(&monitor_out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mon = Monitor::start(&["--redis", &redis_url, "--json", "--interval", "0.2"]);
 
     // 13 s of 1080p: 4 shards of 4 s (the last one short), audio, plan and assembly.
     let src = common::fixture("1080p30", 13);
@@ -585,26 +573,28 @@ fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
         "the killed worker's lease did not expire"
     );
 
-    // The monitor showed the job's tasks to ready (with where it plays), the lease that expired
-    // included, and said when Redis was away. (Its queueing may precede the monitor's start.)
+    // The monitor showed the job from its queueing to ready (with where it plays), the lease
+    // that expired included, and said when Redis was away.
     wait_until(Duration::from_secs(10), "the monitor shows ready", || {
-        std::fs::read_to_string(&monitor_out).is_ok_and(|t| t.contains("\"ready\""))
+        mon.json()
+            .iter()
+            .any(|v| v["job"] == id.as_str() && v["event"] == "ready")
     });
-    let _ = monitor.kill();
-    let err = {
-        let mut e = String::new();
-        let _ = std::io::Read::read_to_string(&mut monitor.stderr.take().unwrap(), &mut e);
-        e
-    };
-    let _ = monitor.wait();
-    let shown: Vec<serde_json::Value> = std::fs::read_to_string(&monitor_out)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["type"] == "job" && v["job"] == id.as_str())
+    let shown: Vec<serde_json::Value> = mon
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "job" && v["job"] == id.as_str())
         .collect();
+    let err = mon.stderr().join("\n");
     let names: Vec<&str> = shown.iter().filter_map(|v| v["event"].as_str()).collect();
-    for want in ["claimed", "progress", "task_done", "lease_expired", "ready"] {
+    for want in [
+        "queued",
+        "claimed",
+        "progress",
+        "task_done",
+        "lease_expired",
+        "ready",
+    ] {
         assert!(
             names.contains(&want),
             "monitor: no {want} in {names:?}\n{err}"

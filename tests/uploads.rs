@@ -349,20 +349,37 @@ fn checksum_offset_version_and_content_type() {
     assert!(h.header("upload-metadata").unwrap().contains(&b64(b"clip")));
     // A second PATCH while one holds the upload: 423 (checked before the offset).
     let big = s.created(ALICE, 100, "slow");
-    let mut first = TcpStream::connect(s.addr()).unwrap();
-    write!(
-        first,
-        "PATCH {big} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTus-Resumable: 1.0.0\r\n\
-         Authorization: Bearer {ALICE}\r\nContent-Type: application/offset+octet-stream\r\n\
-         Upload-Offset: 0\r\nContent-Length: 100\r\n\r\n{}",
-        "a".repeat(40)
-    )
-    .unwrap();
+    let start_first = || {
+        let mut c = TcpStream::connect(s.addr()).unwrap();
+        write!(
+            c,
+            "PATCH {big} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTus-Resumable: 1.0.0\r\n\
+             Authorization: Bearer {ALICE}\r\nContent-Type: application/offset+octet-stream\r\n\
+             Upload-Offset: 0\r\nContent-Length: 100\r\n\r\n{}",
+            "a".repeat(40)
+        )
+        .unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        c
+    };
+    let mut first = start_first();
+    // A probe that takes the lock just before the first PATCH does makes *it* the refused one
+    // (it is answered 423 at once): then it is sent again.
     wait_until(
         Duration::from_secs(10),
         "a concurrent PATCH is refused with 423",
-        || s.patch(&big, ALICE, 99, b"b", &[]).status == 423,
+        || {
+            if s.patch(&big, ALICE, 99, b"b", &[]).status == 423 {
+                return true;
+            }
+            let mut b = [0u8; 64];
+            if matches!(first.read(&mut b), Ok(n) if n > 0) {
+                first = start_first();
+            }
+            false
+        },
     );
+    first.set_read_timeout(None).unwrap();
     first.write_all("a".repeat(60).as_bytes()).unwrap();
     let mut raw = Vec::new();
     first.read_to_end(&mut raw).unwrap();

@@ -249,6 +249,8 @@ fn follow_jobs(
     seen: &AtomicU64,
 ) -> Result<(), MonitorError> {
     let mut after = newest_seq(queue)?;
+    // Said once the start is fixed: every later event is shown (scripts and tests wait for it).
+    eprintln!("abr monitor: following the job events after #{after}");
     // Running jobs and the percent last shown.
     let mut running: HashMap<String, Option<f64>> = HashMap::new();
     let mut down = false;

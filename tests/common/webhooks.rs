@@ -154,21 +154,43 @@ fn serve(
     }
 }
 
-/// `abr monitor ARGS` with its stdout lines collected; killed (by its pid) when dropped.
+/// `abr monitor ARGS` with its stdout and stderr lines collected; killed (by its pid) when
+/// dropped.
 pub struct Monitor {
     child: std::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
+    errs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Monitor {
-    /// Starts it.
+    /// Starts it; returns once it follows the job events (every later one is shown).
     pub fn start(args: &[&str]) -> Monitor {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_abr"))
             .arg("monitor")
             .args(args)
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn abr monitor");
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
+        loop {
+            let l = err
+                .next()
+                .unwrap_or_else(|| panic!("abr monitor ended before following: {said:?}"))
+                .unwrap();
+            if l.contains("following the job events") {
+                break;
+            }
+            said.push(l);
+        }
+        let errs = Arc::new(Mutex::new(said));
+        let e = errs.clone();
+        std::thread::spawn(move || {
+            for line in err.map_while(Result::ok) {
+                e.lock().unwrap().push(line);
+            }
+        });
         let out = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l = lines.clone();
@@ -177,7 +199,12 @@ impl Monitor {
                 l.lock().unwrap().push(line);
             }
         });
-        Monitor { child, lines }
+        Monitor { child, lines, errs }
+    }
+
+    /// Its stderr lines so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.errs.lock().unwrap().clone()
     }
 
     /// Its JSON lines so far.
