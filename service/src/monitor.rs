@@ -179,15 +179,6 @@ fn counted(seen: &AtomicU64, max: u64) -> bool {
     max > 0 && n >= max
 }
 
-/// The sequence number of `queue`'s newest event (0 when it has none).
-pub fn newest_seq(queue: &dyn Queue) -> Result<u64, QueueError> {
-    let mut after = 0;
-    while let Some(l) = queue.events(after, 1000)?.last() {
-        after = l.seq;
-    }
-    Ok(after)
-}
-
 /// The name `abr monitor` shows for a queue event.
 fn job_event_name(kind: EventKind) -> &'static str {
     match kind {
@@ -248,7 +239,7 @@ fn follow_jobs(
     o: &MonitorOptions,
     seen: &AtomicU64,
 ) -> Result<(), MonitorError> {
-    let mut after = newest_seq(queue)?;
+    let mut after = queue.last_event_seq()?;
     // Said once the start is fixed: every later event is shown (scripts and tests wait for it).
     eprintln!("abr monitor: following the job events after #{after}");
     // Running jobs and the percent last shown.

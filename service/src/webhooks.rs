@@ -322,8 +322,7 @@ impl Deliverer {
                 .parse()
                 .map_err(|_| format!("{}: not a sequence number", self.cursor_path().display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let after =
-                    crate::monitor::newest_seq(self.queue.as_ref()).map_err(|e| e.to_string())?;
+                let after = self.queue.last_event_seq().map_err(|e| e.to_string())?;
                 let newest = deletions_after(&self.data_dir, "")
                     .map_err(|e| e.to_string())?
                     .pop()
