@@ -574,7 +574,8 @@ fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
     );
 
     // The monitor showed the job from its queueing to ready (with where it plays), the lease
-    // that expired included, and said when Redis was away.
+    // that expired included: it followed the queue across the outage. (Whether one of its polls
+    // fell inside the short outage, and it said so, is timing: not asserted.)
     wait_until(Duration::from_secs(10), "the monitor shows ready", || {
         mon.json()
             .iter()
@@ -602,10 +603,6 @@ fn an_upload_through_nginx_survives_a_worker_kill_and_a_redis_restart() {
     }
     let ready = shown.iter().find(|v| v["event"] == "ready").unwrap();
     assert_eq!(ready["play"], "/play/alice/trip", "{ready}");
-    assert!(
-        err.contains("retrying"),
-        "the monitor did not notice Redis away: {err}"
-    );
 
     // Ready through any node; one package under ROOT/alice, and it plays through nginx.
     let r = get(
