@@ -10,6 +10,10 @@
 //                           --chromium-arg=--ignore-certificate-errors-spki-list=BASE64)
 //   [--page-port N]         serve the page on 127.0.0.1:N (a known page origin, e.g. for
 //                           an origin's CORS list); default: any free port
+//   [--allow-cut N]         tolerate up to N responses cut off mid-body or reset (a server
+//                           killed while sending: no proxy can retry a body it has begun);
+//                           they are listed in `cutResponses`, not `httpErrors`, and the
+//                           player must still recover (renditions, played time, max stall)
 //
 // --dir DIR serves DIR (abr layout: DIR/hls/master.m3u8, DIR/dash/manifest.mpd)
 // from a CORS-enabled static server; the page comes from another port, so all
@@ -17,7 +21,7 @@
 // (e.g. the abr origin), and overrides the manifest path derived from --dir.
 //
 // stdout: one JSON line
-//   {ok, player, renditionsVisited, renditionsTotal, played, errors, httpErrors,
+//   {ok, player, renditionsVisited, renditionsTotal, played, errors, httpErrors, cutResponses,
 //    consoleErrors (the page's console errors, e.g. a CORS refusal), pageOrigin, ...}
 // exit 0 only if ok: every video rendition was loaded and rendered, >= --seconds
 // of media time played (see playedEnough), no fatal player error, no HTTP >= 400.
@@ -48,7 +52,7 @@ const PLAYED_TOLERANCE_S = 0.1;
 const END_SLACK_S = 0.5;
 const POLL_MS = 100;
 
-const USAGE = 'usage: node play.mjs (--dir DIR | --manifest-url URL) --player hls|dash [--seconds N] [--timeout S] [--max-stall S] [--page-port N] [--chromium-arg ARG]... [--verbose]';
+const USAGE = 'usage: node play.mjs (--dir DIR | --manifest-url URL) --player hls|dash [--seconds N] [--timeout S] [--max-stall S] [--page-port N] [--allow-cut N] [--chromium-arg ARG]... [--verbose]';
 
 function usage(msg) {
   if (msg) console.error(`play.mjs: ${msg}`);
@@ -68,6 +72,7 @@ try {
       'max-stall': { type: 'string' },
       'chromium-arg': { type: 'string', multiple: true, default: [] },
       'page-port': { type: 'string', default: '0' },
+      'allow-cut': { type: 'string', default: '0' },
       verbose: { type: 'boolean', short: 'v', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -88,6 +93,8 @@ const timeoutS = Number(opts.timeout);
 const maxStallS = opts['max-stall'] === undefined ? null : Number(opts['max-stall']);
 const pagePort = Number(opts['page-port']);
 if (!(Number.isInteger(pagePort) && pagePort >= 0 && pagePort <= 65535)) usage('bad --page-port');
+const allowCut = Number(opts['allow-cut']);
+if (!(Number.isInteger(allowCut) && allowCut >= 0)) usage('bad --allow-cut');
 if (!(seconds >= 0)) usage('bad --seconds');
 if (!(timeoutS > 0)) usage('bad --timeout');
 const verbose = opts.verbose;
@@ -100,6 +107,14 @@ const deadline = t0 + timeoutS * 1000;
 let phase = 'starting';
 let lastState = null; // latest page snapshot, reported even on timeout
 const httpErrors = [];
+// Chromium's names for a response that ended early or a connection reset before it.
+const CUT_ERRORS = new Set([
+  'net::ERR_CONTENT_LENGTH_MISMATCH',
+  'net::ERR_INCOMPLETE_CHUNKED_ENCODING',
+  'net::ERR_CONNECTION_RESET',
+  'net::ERR_EMPTY_RESPONSE',
+]);
+const cutResponses = []; // up to --allow-cut of them; more go to httpErrors
 const pageErrors = []; // uncaught exceptions in the page
 const consoleErrors = []; // console.error lines of the page (CORS refusals are logged there)
 let pageOrigin = null;
@@ -177,7 +192,9 @@ async function main() {
   page.on('requestfailed', (r) => {
     // Aborted requests are normal: players cancel in-flight loads on a switch.
     const error = r.failure()?.errorText;
-    if (error !== 'net::ERR_ABORTED') httpErrors.push({ url: r.url(), status: 0, error });
+    if (error === 'net::ERR_ABORTED') return;
+    if (CUT_ERRORS.has(error) && cutResponses.length < allowCut) cutResponses.push({ url: r.url(), error });
+    else httpErrors.push({ url: r.url(), status: 0, error });
   });
   page.on('pageerror', (e) => pageErrors.push({ fatal: true, source: 'pageerror', message: e.message }));
   page.on('console', (m) => {
@@ -274,6 +291,7 @@ function buildResult(failure) {
     duration: Number.isFinite(s.duration) ? s.duration : null,
     errors,
     httpErrors,
+    cutResponses,
     consoleErrors,
     pageOrigin,
     ...(failure ? { failure } : {}),
