@@ -33,6 +33,20 @@ fn body(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
+/// `GET /api/v1/videos` on `node`, its body (asserting 200).
+fn listing(node: &Ingest) -> String {
+    let auth = format!("Bearer {ALICE}");
+    let r: Response = request(
+        node.addr(),
+        "GET",
+        "/api/v1/videos",
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
 /// `GET /api/v1/videos/{id}` on `node`, its JSON (asserting 200).
 fn video(node: &Ingest, id: &str) -> serde_json::Value {
     let auth = format!("Bearer {ALICE}");
@@ -91,16 +105,7 @@ fn one_upload_across_two_nodes() {
         assert_eq!(video(node, &id)["state"], "queued");
     }
     // B lists the video A created.
-    let auth = format!("Bearer {ALICE}");
-    let r = request(
-        b.addr(),
-        "GET",
-        "/api/v1/videos",
-        &[("Authorization", &auth)],
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{r:?}");
-    assert!(String::from_utf8_lossy(&r.body).contains(&id), "{r:?}");
+    assert!(listing(&b).contains(&id));
 }
 
 /// Two PATCHes of one upload at once, on A and on B: while A's (its body sent slowly) holds the
@@ -165,17 +170,48 @@ fn concurrent_patches_on_two_nodes_one_is_locked() {
     });
 }
 
-/// An upload created on A and deleted on B (tus termination) is gone for A too: HEAD on A
-/// answers 404 and its directory is removed.
+/// An upload created on A and deleted on B (tus termination) is gone for A too: A's listing
+/// drops it, HEAD on A answers 404 and its directory is removed.
 #[test]
 fn deleted_on_one_node_gone_on_the_other() {
     let (_redis, a, b) = cluster();
     let path = a.created(ALICE, 1000, "owl");
     let id = id_of(&path);
     assert_eq!(a.patch(&path, ALICE, 0, &body(10), &[]).status, 204);
+    assert!(listing(&a).contains(&id));
     let r = b.tus("DELETE", &path, Some(ALICE), &[], b"");
     assert_eq!(r.status, 204, "{r:?}");
+    let after = listing(&a);
+    assert!(!after.contains(&id), "{after}");
     let r = a.tus("HEAD", &path, Some(ALICE), &[], b"");
     assert_eq!(r.status, 404, "{r:?}");
     assert!(!a.uploads_dir().join(&id).exists());
+}
+
+/// An upload created on A, which then dies for good, still expires: B's sweeper covers the
+/// uploads other nodes created (B started before the upload existed), and its bytes go.
+#[test]
+fn an_upload_of_a_dead_node_expires_on_another() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let mut a = Ingest::start(
+        &[token_spec("alice", ALICE, "")],
+        &["--redis", &url, "--upload-expiration", "2"],
+    );
+    let b = a.peer(&[]);
+    let path = a.created(ALICE, 1000, "moth");
+    let id = id_of(&path);
+    assert_eq!(a.patch(&path, ALICE, 0, &body(10), &[]).status, 204);
+    a.kill();
+    let dir = b.uploads_dir().join(&id);
+    assert!(dir.exists());
+    wait_until(
+        Duration::from_secs(30),
+        "B's sweeper removes the expired upload",
+        || !dir.exists(),
+    );
+    let r = b.tus("HEAD", &path, Some(ALICE), &[], b"");
+    assert_eq!(r.status, 410, "{r:?}");
+    drop(b);
+    drop(a);
 }

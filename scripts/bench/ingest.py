@@ -27,6 +27,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -106,10 +107,11 @@ def _writeback():
 def disk(out, src, d, chunk, mode):
     """Local write ceiling: SRC copied into D/disk.bin in 1 MiB writes (abr's WRITE_BUF), with
     mode "none": no fsync (@tus/file-store's model), or "chunk": abr's model
-    (service/src/uploads/store.rs): writeback started after every write (sync_file_range), and
-    after every CHUNK bytes an fdatasync of the data, then a 28-byte offset record written in
-    place into one of the two slots of a 1 KiB offset file and fdatasynced (abr's commit per
-    PATCH of CHUNK bytes). Prints MB/s and the seconds."""
+    (service/src/uploads/store.rs, offsets.rs): writeback started after every write
+    (sync_file_range), and after every CHUNK bytes a 40-byte pending offset record written in
+    place into one of the two record slots of a 1.5 KiB offset file, the data and the record
+    fdatasynced concurrently, then the mark written (abr's commit per PATCH of CHUNK bytes).
+    Prints MB/s and the seconds."""
     chunk = int(chunk)
     os.makedirs(d, exist_ok=True)
     dst = os.path.join(d, "disk.bin")
@@ -120,7 +122,7 @@ def disk(out, src, d, chunk, mode):
     since = 0
     seq = 0
     ofd = os.open(os.path.join(d, "offset"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(ofd, bytes(1024))
+    os.write(ofd, bytes(1536))
     os.fsync(ofd)
     with open(src, "rb", buffering=0) as fi, open(dst, "wb", buffering=0) as fo:
         while True:
@@ -134,11 +136,14 @@ def disk(out, src, d, chunk, mode):
             since += len(b)
             if mode == "chunk" and since >= chunk:
                 since = 0
-                os.fdatasync(fo.fileno())
                 seq += 1
-                os.pwrite(ofd, b"abroffs1" + seq.to_bytes(8, "little")
-                          + total.to_bytes(8, "little") + bytes(4), (seq % 2) * 512)
-                os.fdatasync(ofd)
+                os.pwrite(ofd, b"abroffs2" + seq.to_bytes(8, "little") + total.to_bytes(8, "little")
+                          + bytes(16), (seq % 2) * 512)
+                flush = threading.Thread(target=os.fdatasync, args=(ofd,))
+                flush.start()
+                os.fdatasync(fo.fileno())
+                flush.join()
+                os.pwrite(ofd, b"abrmark1" + seq.to_bytes(8, "little") + bytes(4), 1024)
         if mode == "chunk":
             os.fdatasync(fo.fileno())
     os.close(ofd)

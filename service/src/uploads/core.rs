@@ -303,8 +303,10 @@ pub(super) async fn write_body(
                 continue;
             }
             let at = received - rest.len() as u64;
-            let commit = (hasher.is_none() && at - asked >= COMMIT_EVERY).then_some(at);
-            asked = commit.unwrap_or(asked);
+            let commit = hasher.is_none() && at - asked >= COMMIT_EVERY;
+            if commit {
+                asked = at;
+            }
             let done;
             (buf, done) = pipe
                 .submit(buf, commit)
@@ -340,12 +342,13 @@ pub(super) async fn write_body(
     };
     if keep && received > committed {
         (buf, _) = pipe
-            .submit(buf, Some(received))
+            .submit(buf, true)
             .await
             .map_err(|e| failed("writing", e))?;
-        pipe.wait().await.map_err(|e| failed("writing", e))?;
-        committed = received;
-        entry.offset.store(received, Ordering::Release);
+        if let Some(off) = pipe.wait().await.map_err(|e| failed("writing", e))? {
+            committed = off;
+            entry.offset.store(off, Ordering::Release);
+        }
     }
     drop(buf);
     if committed != received || !keep {
@@ -354,7 +357,7 @@ pub(super) async fn write_body(
             let h = held.clone();
             blocking(move || {
                 let _h = h;
-                appender.truncate(committed)
+                appender.discard_uncommitted()
             })
             .await
             .map_err(|e| failed("discarding the chunk of", e))?;
@@ -371,8 +374,8 @@ pub(super) async fn write_body(
     }
 }
 
-/// A write in flight on the blocking pool and the offset it commits, if any.
-type Busy = (JoinHandle<io::Result<(Appender, BytesMut)>>, Option<u64>);
+/// A write in flight on the blocking pool; it returns the offset it made durable, if it commits.
+type Busy = JoinHandle<io::Result<(Appender, BytesMut, Option<u64>)>>;
 
 /// The writes of one body: one in flight on the blocking pool while the next buffer fills, so
 /// receiving overlaps writing and syncing. Two buffers of [`WRITE_BUF`] bytes, reused.
@@ -387,21 +390,18 @@ struct Pipeline {
 impl Pipeline {
     /// Waits for the write in flight; returns the offset it made durable, if any.
     async fn wait(&mut self) -> io::Result<Option<u64>> {
-        let Some((job, commit)) = self.busy.take() else {
+        let Some(job) = self.busy.take() else {
             return Ok(None);
         };
-        self.idle = Some(job.await.map_err(io::Error::other)??);
-        Ok(commit)
+        let (appender, buf, done) = job.await.map_err(io::Error::other)??;
+        self.idle = Some((appender, buf));
+        Ok(done)
     }
 
-    /// Waits for the write in flight, then starts writing `buf` (and committing `commit`, an
-    /// offset at most the bytes written with it). Returns the spare buffer (empty) and the
-    /// offset the previous write made durable, if any.
-    async fn submit(
-        &mut self,
-        buf: BytesMut,
-        commit: Option<u64>,
-    ) -> io::Result<(BytesMut, Option<u64>)> {
+    /// Waits for the write in flight, then starts writing `buf` (and, with `commit`, making
+    /// every byte written durable). Returns the spare buffer (empty) and the offset the
+    /// previous write made durable, if any.
+    async fn submit(&mut self, buf: BytesMut, commit: bool) -> io::Result<(BytesMut, Option<u64>)> {
         let done = self.wait().await?;
         let (mut appender, spare) = self
             .idle
@@ -413,12 +413,14 @@ impl Pipeline {
             let mut buf = buf;
             appender.write(&buf)?;
             buf.clear();
-            if let Some(off) = commit {
-                appender.commit(off)?;
-            }
-            Ok((appender, buf))
+            let done = if commit {
+                Some(appender.commit()?)
+            } else {
+                None
+            };
+            Ok((appender, buf, done))
         });
-        self.busy = Some((job, commit));
+        self.busy = Some(job);
         Ok((spare, done))
     }
 }

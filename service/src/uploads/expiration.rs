@@ -30,8 +30,13 @@ pub(super) async fn sweeper(up: Arc<Uploads>) {
 
 /// One pass: deletes expired incomplete uploads, completes fully received ones, finishes the
 /// deletions of videos (`crate::videos`). Uploads a request holds are left for the next pass.
+/// On a shared data directory it covers the uploads other nodes created too (a node that
+/// created an upload may be gone for good).
 pub(super) async fn sweep(up: &Arc<Uploads>) {
     crate::videos::sweep_deletions(up).await;
+    if let Err(e) = up.refresh_all().await {
+        tracing::warn!(target: "service", error = %e, "cannot read the uploads for the sweep");
+    }
     let now = now_s();
     for (id, e) in up.entries() {
         let (state, length, expires) = {

@@ -26,6 +26,7 @@ pub mod creation;
 pub mod expiration;
 pub mod lock;
 pub mod metadata;
+mod offsets;
 pub mod store;
 pub mod termination;
 
@@ -207,7 +208,7 @@ impl Uploads {
         let deleting = crate::videos::finish_deletions(&data_dir, &store, queue.as_ref())
             .map_err(|e| bad(format!("cannot finish pending deletions: {e}")))?;
         let loaded = store
-            .load_all()
+            .load_all(config.redis.is_none())
             .map_err(|e| bad(format!("cannot read the uploads: {e}")))?;
         let mut index = HashMap::new();
         for l in loaded.into_iter().filter(|l| !deleting.contains(&l.id)) {
@@ -288,25 +289,38 @@ impl Uploads {
     }
 
     /// With a shared data directory, the index brought up to the disk: the uploads other nodes
-    /// created are added, the others refreshed (for listings).
+    /// created are added, the others refreshed, those they deleted dropped (for listings).
     pub(crate) async fn refresh_all(&self) -> io::Result<()> {
         if !self.shared {
             return Ok(());
         }
         let store = self.store.clone();
-        let all = blocking(move || {
+        let known: Vec<String> = self.index().keys().cloned().collect();
+        let (all, gone) = blocking(move || {
             let mut out = Vec::new();
             for id in store.ids()? {
                 if let Some((info, offset)) = store.read(&id)? {
                     out.push((id, info, offset));
                 }
             }
-            Ok(out)
+            // Known here but not listed: deleted, unless created since the listing (an entry
+            // enters the index only once its directory is in place, so it is on disk then).
+            let listed: HashSet<&str> = out.iter().map(|(i, _, _)| i.as_str()).collect();
+            let mut gone = Vec::new();
+            for id in known {
+                if !listed.contains(id.as_str()) && store.read(&id)?.is_none() {
+                    gone.push(id);
+                }
+            }
+            Ok((out, gone))
         })
         .await?;
         let mut index = self.index();
         for (id, info, offset) in all {
             self.adopt(&mut index, &id, Some((info, offset)));
+        }
+        for id in gone {
+            self.adopt(&mut index, &id, None);
         }
         Ok(())
     }

@@ -1,12 +1,13 @@
 //! Uploads on disk, under `data_dir/uploads/<id>/`:
 //!
 //! - `data`: the bytes received;
-//! - `offset`: the durable offset, in one of two fixed slots ([`OFFSET_FILE_LEN`] bytes, see
-//!   [`Appender::commit`]), overwritten in place and fdatasynced only after `data` was
-//!   fdatasynced up to it, so it never runs ahead of the bytes;
+//! - `offset`: the durable offset, in records overwritten in place (see [`super::offsets`]:
+//!   a record reaches the disk with its data, and one whose data did not is recognised);
 //! - `info.json`: principal, length, metadata, created, expires, state (replaced the same way).
 //!
-//! After a crash the offset file is the truth: [`Store::load_all`] truncates `data` back to it.
+//! After a crash the offset file is the truth: [`Store::load_all`] truncates `data` back to it
+//! (on one box; with a data directory shared by several nodes, the appender that next holds the
+//! upload's lock does, as another node may be writing).
 //! An upload directory is made complete under a hidden temporary name and renamed into place;
 //! one being deleted is renamed to a hidden name first, so a crash leaves no half upload.
 
@@ -16,6 +17,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::offsets::{self, OffsetFile, Record};
 
 /// Whether the upload received all its bytes (and its job was enqueued).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +106,7 @@ impl Store {
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
         fs::create_dir(&tmp)?;
         File::create(tmp.join("data"))?.sync_all()?;
-        replace(&tmp, "offset", &offset_file(0, 0))?;
+        replace(&tmp, "offset", &offsets::new_file(0, 0))?;
         replace(&tmp, "info.json", &info_json(info)?)?;
         sync_dir(&tmp)?;
         fs::rename(&tmp, self.dir_of(id))?;
@@ -116,22 +119,47 @@ impl Store {
     }
 
     /// Opens `id`'s data for appending at `offset`, its durable offset (anything past it, never
-    /// acknowledged, is cut off first).
+    /// acknowledged, is cut off first). The appender continues from the confirmed record of
+    /// `offset`; when there is none (a writer died between its record and the flushes, or the
+    /// offset came from elsewhere) the bytes up to `offset` are flushed and a new sealed offset
+    /// file replaces the old one.
     pub fn open_data(&self, id: &str, offset: u64) -> io::Result<Appender> {
         let dir = self.dir_of(id);
-        let mut data = OpenOptions::new().write(true).open(dir.join("data"))?;
+        let mut data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("data"))?;
+        if data.metadata()?.len() < offset {
+            return Err(io::Error::other(format!(
+                "{} is shorter than its offset {offset}",
+                dir.join("data").display()
+            )));
+        }
         data.set_len(offset)?;
         data.seek(SeekFrom::Start(offset))?;
         let path = dir.join("offset");
-        let offsets = OpenOptions::new().read(true).write(true).open(&path)?;
-        let mut bytes = [0; OFFSET_FILE_LEN];
-        offsets.read_exact_at(&mut bytes, 0)?;
-        let (seq, _) = parse_offset_file(&bytes, &path)?;
+        let mut offsets = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = OffsetFile::read_from(&offsets)?;
+        let seq = match file.visible().filter(|r| r.offset == offset) {
+            Some(r) => r.seq,
+            None => {
+                data.sync_data()?;
+                replace(&dir, "offset", &offsets::new_file(0, offset))?;
+                offsets = OpenOptions::new().read(true).write(true).open(&path)?;
+                0
+            }
+        };
+        if offsets.metadata()?.len() < offsets::FILE_LEN as u64 {
+            // An earlier version's file, without the mark's slot.
+            offsets.set_len(offsets::FILE_LEN as u64)?;
+        }
         Ok(Appender {
             data,
             offsets,
             seq,
             pos: offset,
+            committed: offset,
+            crc: crc32fast::Hasher::new(),
         })
     }
 
@@ -147,25 +175,41 @@ impl Store {
         fs::remove_dir_all(&gone)
     }
 
-    /// Every upload on disk, with its data truncated to its durable offset; leftovers of
-    /// interrupted creations and deletions are removed. Unreadable uploads are logged and
-    /// skipped (left on disk).
-    pub fn load_all(&self) -> io::Result<Vec<Loaded>> {
+    /// Every upload on disk. With `repair` (the data directory is this process's alone), each
+    /// upload's data is cut back to its durable offset and leftovers of interrupted creations
+    /// and deletions are removed; without (a directory shared with other nodes, which may be
+    /// writing) nothing is changed and leftovers are removed only once an hour old. Unreadable
+    /// uploads are logged and skipped (left on disk).
+    pub fn load_all(&self, repair: bool) -> io::Result<Vec<Loaded>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(TMP_PREFIX) || name.starts_with(DEL_PREFIX) {
-                if let Err(err) = fs::remove_dir_all(e.path()) {
-                    tracing::warn!(target: "service", dir = %e.path().display(), error = %err, "cannot remove leftover upload directory");
+                if repair || is_stale(&e.path()) {
+                    if let Err(err) = fs::remove_dir_all(e.path()) {
+                        tracing::warn!(target: "service", dir = %e.path().display(), error = %err, "cannot remove leftover upload directory");
+                    }
                 }
                 continue;
             }
             if !valid_id(name) {
                 continue;
             }
-            match self.load(name) {
+            let loaded = if repair {
+                self.load(name)
+            } else {
+                self.read(name).and_then(|r| {
+                    let (info, offset) = r.ok_or_else(|| io::Error::other("removed meanwhile"))?;
+                    Ok(Loaded {
+                        id: name.to_string(),
+                        info,
+                        offset,
+                    })
+                })
+            };
+            match loaded {
                 Ok(l) => out.push(l),
                 Err(err) => {
                     tracing::error!(target: "service", upload = name, error = %err, "unreadable upload skipped")
@@ -185,7 +229,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         let info: Info = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-        let offset = read_offset(&dir)?.0.min(info.length);
+        let offset = read_offset(&dir)?.offset.min(info.length);
         Ok(Some((info, offset)))
     }
 
@@ -200,12 +244,20 @@ impl Store {
         Ok(out)
     }
 
+    /// Upload `id` after a crash: the offset file's record to resume from (an unconfirmed one
+    /// only if the data holds its bytes, and then made durable), the data cut back to it.
     fn load(&self, id: &str) -> io::Result<Loaded> {
         let dir = self.dir_of(id);
         let info: Info =
             serde_json::from_slice(&fs::read(dir.join("info.json"))?).map_err(io::Error::other)?;
-        let (mut offset, mut rewrite) = read_offset(&dir)?;
-        let data = OpenOptions::new().write(true).open(dir.join("data"))?;
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("data"))?;
+        let Recovered {
+            mut offset,
+            mut rewrite,
+        } = recover_offset(&dir, &data)?;
         let len = data.metadata()?.len();
         if len > offset {
             // Bytes written after the last durable offset: never acknowledged, cut.
@@ -219,7 +271,7 @@ impl Store {
             rewrite = true;
         }
         if rewrite {
-            replace(&dir, "offset", &offset_file(0, offset))?;
+            replace(&dir, "offset", &offsets::new_file(0, offset))?;
         }
         let offset = offset.min(info.length);
         Ok(Loaded {
@@ -230,17 +282,68 @@ impl Store {
     }
 }
 
-/// The durable offset in `dir/offset`, and whether the file is an earlier version's decimal
-/// offset (to be converted).
-fn read_offset(dir: &Path) -> io::Result<(u64, bool)> {
+/// Whether the leftover directory `p` is over an hour old (no other node is still using it).
+fn is_stale(p: &Path) -> bool {
+    let age = fs::metadata(p)
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().unwrap_or_default());
+    age.is_ok_and(|a| a > std::time::Duration::from_secs(3600))
+}
+
+/// A durable offset as read from an offset file.
+struct Recovered {
+    offset: u64,
+    /// Whether the offset file must be replaced by a sealed record of `offset` (an earlier
+    /// version's decimal file, or a record that was not yet known durable).
+    rewrite: bool,
+}
+
+/// The offset a reader without the lock may report: the newest confirmed record of
+/// `dir/offset` (or an earlier version's decimal offset).
+fn read_offset(dir: &Path) -> io::Result<Recovered> {
     let path = dir.join("offset");
     let bytes = fs::read(&path)?;
-    match parse_offset_file(&bytes, &path) {
-        Ok((_, off)) => Ok((off, false)),
-        Err(e) => match std::str::from_utf8(&bytes).ok().map(|t| t.trim().parse()) {
-            Some(Ok(off)) => Ok((off, true)),
-            _ => Err(e),
-        },
+    if let Some(r) = OffsetFile::parse(&bytes).visible() {
+        return Ok(Recovered {
+            offset: r.offset,
+            rewrite: false,
+        });
+    }
+    legacy_offset(&bytes, &path)
+}
+
+/// The offset to resume from after a crash (see [`OffsetFile::recover`]); an unconfirmed
+/// record the data holds is made durable (the data flushed, the file to be rewritten sealed).
+fn recover_offset(dir: &Path, data: &File) -> io::Result<Recovered> {
+    let path = dir.join("offset");
+    let bytes = fs::read(&path)?;
+    let recovered = OffsetFile::parse(&bytes)
+        .recover(|from, to, crc| offsets::data_holds(data, from, to, crc))?;
+    match recovered {
+        Some((Record { offset, .. }, confirmed)) => {
+            if !confirmed {
+                data.sync_data()?;
+            }
+            Ok(Recovered {
+                offset,
+                rewrite: !confirmed,
+            })
+        }
+        None => legacy_offset(&bytes, &path),
+    }
+}
+
+/// An earlier version's offset file: the offset in decimal.
+fn legacy_offset(bytes: &[u8], path: &Path) -> io::Result<Recovered> {
+    match std::str::from_utf8(bytes).ok().map(|t| t.trim().parse()) {
+        Some(Ok(offset)) => Ok(Recovered {
+            offset,
+            rewrite: true,
+        }),
+        _ => Err(io::Error::other(format!(
+            "{} holds no valid offset record",
+            path.display()
+        ))),
     }
 }
 
@@ -254,6 +357,10 @@ pub struct Appender {
     seq: u64,
     /// Where the next write goes (bytes written, durable or not).
     pos: u64,
+    /// The offset last made durable.
+    committed: u64,
+    /// CRC-32 of the bytes written since `committed`.
+    crc: crc32fast::Hasher,
 }
 
 impl Appender {
@@ -263,32 +370,54 @@ impl Appender {
             return Ok(()); // (a writeback of 0 bytes would mean "to the end of the file")
         }
         self.data.write_all(buf)?;
+        self.crc.update(buf);
         start_writeback(&self.data, self.pos, buf.len() as u64);
         self.pos += buf.len() as u64;
         Ok(())
     }
 
-    /// Makes `offset` (at most what was written) durable: `data` is fdatasynced (its size is
-    /// synced with it; no other metadata is needed), then the offset record written in place
-    /// and fdatasynced. The record goes to the slot of the older record, so a write torn by a
-    /// crash leaves the newer one intact; the file's size never changes, so its fdatasync
-    /// writes one block and no metadata, and there is no rename nor directory to sync.
-    pub fn commit(&mut self, offset: u64) -> io::Result<()> {
-        debug_assert!(offset <= self.pos);
-        self.data.sync_data()?;
+    /// Makes every byte written durable and returns the new durable offset. The pending record
+    /// (with the CRC-32 of the bytes since the last commit) goes to the slot of the older
+    /// record, so a write torn by a crash leaves the newer one intact; then the data and the
+    /// record are fdatasynced concurrently — one flush wait, not two in a row — and the mark
+    /// written (see [`super::offsets`]). The file's size never changes, so the record's
+    /// fdatasync writes one block and no metadata, and there is no rename nor directory to sync.
+    pub fn commit(&mut self) -> io::Result<u64> {
+        if self.pos == self.committed {
+            return Ok(self.pos);
+        }
         let seq = self.seq + 1;
+        let record = Record {
+            seq,
+            offset: self.pos,
+            pending: Some((self.committed, self.crc.clone().finalize())),
+        };
         self.offsets
-            .write_all_at(&offset_record(seq, offset), slot_of(seq))?;
-        self.offsets.sync_data()?;
+            .write_all_at(&offsets::encode(&record), offsets::slot_of(seq))?;
+        let (data, offsets) = (&self.data, &self.offsets);
+        std::thread::scope(|s| {
+            let record = s.spawn(|| offsets.sync_data());
+            let data = data.sync_data();
+            let record = record
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the offset flush panicked")));
+            data.and(record)
+        })?;
+        self.offsets
+            .write_all_at(&offsets::encode_mark(seq), offsets::MARK_AT)?;
         self.seq = seq;
-        Ok(())
+        self.committed = self.pos;
+        self.crc = crc32fast::Hasher::new();
+        Ok(self.pos)
     }
 
-    /// Cuts the data file back to `len` (bytes past the durable offset, never acknowledged).
-    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.data.set_len(len)?;
-        self.data.seek(SeekFrom::Start(len))?;
-        self.pos = len;
+    /// Cuts the data file back to the durable offset (bytes written since were never
+    /// acknowledged).
+    pub fn discard_uncommitted(&mut self) -> io::Result<()> {
+        self.data.set_len(self.committed)?;
+        self.data.seek(SeekFrom::Start(self.committed))?;
+        self.pos = self.committed;
+        self.crc = crc32fast::Hasher::new();
         Ok(())
     }
 }
@@ -313,53 +442,6 @@ fn start_writeback(f: &File, at: u64, len: u64) {
     let _ = (f, at, len);
 }
 
-/// Length of the offset file: two slots of `SLOT` bytes, each one record.
-pub const OFFSET_FILE_LEN: usize = 2 * SLOT;
-/// Slot size: a sector, so a record never straddles two.
-const SLOT: usize = 512;
-const OFFSET_MAGIC: &[u8; 8] = b"abroffs1";
-/// A record: magic, sequence number, offset (little-endian), CRC-32 of the 24 bytes before it.
-const RECORD_LEN: usize = 28;
-
-fn slot_of(seq: u64) -> u64 {
-    (seq % 2) * SLOT as u64
-}
-
-fn offset_record(seq: u64, offset: u64) -> [u8; RECORD_LEN] {
-    let mut r = [0; RECORD_LEN];
-    r[..8].copy_from_slice(OFFSET_MAGIC);
-    r[8..16].copy_from_slice(&seq.to_le_bytes());
-    r[16..24].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32fast::hash(&r[..24]);
-    r[24..].copy_from_slice(&crc.to_le_bytes());
-    r
-}
-
-/// A new offset file holding one record.
-fn offset_file(seq: u64, offset: u64) -> Vec<u8> {
-    let mut f = vec![0; OFFSET_FILE_LEN];
-    let at = slot_of(seq) as usize;
-    f[at..at + RECORD_LEN].copy_from_slice(&offset_record(seq, offset));
-    f
-}
-
-/// The newest valid record of the offset file `path`: (sequence number, offset).
-fn parse_offset_file(bytes: &[u8], path: &Path) -> io::Result<(u64, u64)> {
-    let record = |at: usize| {
-        let r = bytes.get(at..at + RECORD_LEN)?;
-        let crc = u32::from_le_bytes(r[24..].try_into().ok()?);
-        (r[..8] == OFFSET_MAGIC[..] && crc32fast::hash(&r[..24]) == crc).then(|| {
-            let n = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or_default());
-            (n(8), n(16))
-        })
-    };
-    [record(0), record(SLOT)]
-        .into_iter()
-        .flatten()
-        .max_by_key(|&(seq, _)| seq)
-        .ok_or_else(|| io::Error::other(format!("{} holds no valid offset record", path.display())))
-}
-
 fn info_json(info: &Info) -> io::Result<Vec<u8>> {
     serde_json::to_vec_pretty(info).map_err(io::Error::other)
 }
@@ -381,6 +463,32 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store in a temporary directory with one new upload.
+    fn fresh() -> (tempfile::TempDir, Store, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let id = new_id();
+        s.create(&id, &info()).unwrap();
+        (tmp, s, id)
+    }
+
+    /// Appends each of `chunks` at `from` and commits after each.
+    fn append(s: &Store, id: &str, from: u64, chunks: &[&[u8]]) {
+        let mut f = s.open_data(id, from).unwrap();
+        for c in chunks {
+            f.write(c).unwrap();
+            f.commit().unwrap();
+        }
+    }
+
+    /// Erases the mark of `id`'s offset file (as if the crash came before it was written).
+    fn unmark(s: &Store, id: &str) {
+        let path = s.dir_of(id).join("offset");
+        let mut b = fs::read(&path).unwrap();
+        b[offsets::MARK_AT as usize..].fill(0);
+        fs::write(&path, b).unwrap();
+    }
 
     fn info() -> Info {
         Info {
@@ -406,62 +514,135 @@ mod tests {
         s.create(&id, &info()).unwrap();
         let mut f = s.open_data(&id, 0).unwrap();
         f.write(b"abcd").unwrap();
-        f.commit(4).unwrap();
+        assert_eq!(f.commit().unwrap(), 4);
         f.write(b"efg").unwrap();
         drop(f);
         fs::create_dir(tmp.path().join(format!("{TMP_PREFIX}x"))).unwrap();
         fs::create_dir(tmp.path().join(format!("{DEL_PREFIX}y"))).unwrap();
-        let all = s.load_all().unwrap();
+        let all = s.load_all(true).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].id.as_str(), all[0].offset), (id.as_str(), 4));
         assert_eq!(all[0].info, info());
         assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcd");
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
         s.remove(&id).unwrap();
-        assert!(s.load_all().unwrap().is_empty());
+        assert!(s.load_all(true).unwrap().is_empty());
         assert!(!valid_id("../../etc") && !valid_id(&"A".repeat(32)));
     }
 
+    /// On a shared directory a node starting up changes nothing: another node may be writing
+    /// past the durable offset, or creating an upload, right now.
+    #[test]
+    fn load_without_repair_leaves_a_writer_alone() {
+        let (tmp, s, id) = fresh();
+        let mut f = s.open_data(&id, 0).unwrap();
+        f.write(b"abcd").unwrap();
+        f.commit().unwrap();
+        f.write(b"efg").unwrap();
+        fs::create_dir(tmp.path().join(format!("{TMP_PREFIX}x"))).unwrap();
+        let all = s.load_all(false).unwrap();
+        assert_eq!(all[0].offset, 4);
+        assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcdefg");
+        assert!(tmp.path().join(format!("{TMP_PREFIX}x")).exists());
+        assert_eq!(f.commit().unwrap(), 7);
+        assert_eq!(s.read(&id).unwrap().unwrap().1, 7);
+        assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcdefg");
+    }
+
     /// The newest intact record wins: a torn (or zeroed) newest slot falls back to the older
-    /// one; the two slots alternate; a decimal offset file of an earlier version is read and
-    /// converted.
+    /// one; the two slots alternate; a decimal offset file of an earlier version, and one of
+    /// two slots, are read and converted.
     #[test]
     fn offset_records_survive_a_torn_slot() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(tmp.path()).unwrap();
-        let id = new_id();
-        s.create(&id, &info()).unwrap();
-        let mut f = s.open_data(&id, 0).unwrap();
-        for (i, chunk) in [b"ab", b"cd", b"ef"].iter().enumerate() {
-            f.write(*chunk).unwrap();
-            f.commit(2 * (i as u64 + 1)).unwrap();
-        }
-        drop(f);
+        let (_tmp, s, id) = fresh();
+        append(&s, &id, 0, &[b"ab", b"cd", b"ef"]);
         let path = s.dir_of(&id).join("offset");
         let mut bytes = fs::read(&path).unwrap();
-        assert_eq!(bytes.len(), OFFSET_FILE_LEN);
-        assert_eq!(parse_offset_file(&bytes, &path).unwrap(), (3, 6));
+        assert_eq!(bytes.len(), offsets::FILE_LEN);
+        assert_eq!(
+            OffsetFile::parse(&bytes)
+                .visible()
+                .map(|r| (r.seq, r.offset)),
+            Some((3, 6))
+        );
         // Seq 3 is in slot 1: tear it (one byte of its offset changed).
-        bytes[SLOT + 17] ^= 1;
+        bytes[offsets::SLOT + 17] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert_eq!(parse_offset_file(&bytes, &path).unwrap(), (2, 4));
-        assert_eq!(s.load_all().unwrap()[0].offset, 4);
+        assert_eq!(s.read(&id).unwrap().unwrap().1, 4);
+        assert_eq!(s.load_all(true).unwrap()[0].offset, 4);
         assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcd");
         // Appending goes on from seq 2 and overwrites the torn slot.
-        let mut f = s.open_data(&id, 4).unwrap();
-        f.write(b"EF").unwrap();
-        f.commit(6).unwrap();
-        drop(f);
-        assert_eq!(
-            parse_offset_file(&fs::read(&path).unwrap(), &path).unwrap(),
-            (3, 6)
+        append(&s, &id, 4, &[b"EF"]);
+        let visible = |p: &Path| {
+            OffsetFile::parse(&fs::read(p).unwrap())
+                .visible()
+                .map(|r| (r.seq, r.offset))
+        };
+        assert_eq!(visible(&path), Some((3, 6)));
+        fs::write(&path, vec![0; offsets::FILE_LEN]).unwrap();
+        assert!(
+            s.load_all(true).unwrap().is_empty(),
+            "no valid record: skipped"
         );
-        fs::write(&path, vec![0; OFFSET_FILE_LEN]).unwrap();
-        assert!(s.load_all().unwrap().is_empty(), "no valid record: skipped");
         fs::write(&path, b"5\n").unwrap();
-        assert_eq!(s.load_all().unwrap()[0].offset, 5);
+        assert_eq!(s.load_all(true).unwrap()[0].offset, 5);
         assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcdE");
-        let bytes = fs::read(&path).unwrap();
-        assert_eq!(parse_offset_file(&bytes, &path).unwrap(), (0, 5));
+        assert_eq!(visible(&path), Some((0, 5)));
+        // An earlier version's file of two slots: read, then appended to.
+        fs::write(&path, &offsets::new_file(1, 5)[..2 * offsets::SLOT]).unwrap();
+        append(&s, &id, 5, &[b"F"]);
+        assert_eq!(visible(&path), Some((2, 6)));
+        assert_eq!(fs::read(&path).unwrap().len(), offsets::FILE_LEN);
+    }
+
+    /// A crash after a commit's record reached the disk but before its flushes ended (so before
+    /// its mark): the record is kept if the data holds its bytes, dropped if not.
+    #[test]
+    fn an_unconfirmed_record_is_kept_only_with_its_bytes() {
+        let (_tmp, s, id) = fresh();
+        append(&s, &id, 0, &[b"abcd", b"efgh"]);
+        unmark(&s, &id);
+        // Without the lock, only the confirmed offset is visible.
+        assert_eq!(s.read(&id).unwrap().unwrap().1, 4);
+        // The data holds the bytes: kept, and sealed.
+        assert_eq!(s.load_all(true).unwrap()[0].offset, 8);
+        assert_eq!(s.read(&id).unwrap().unwrap().1, 8);
+        // The record made it, its data did not (the last bytes are not the ones it covers).
+        append(&s, &id, 8, &[b"ij"]);
+        unmark(&s, &id);
+        let data = s.data_path(&id);
+        let mut d = fs::read(&data).unwrap();
+        d[9] = 0;
+        fs::write(&data, &d).unwrap();
+        assert_eq!(s.load_all(true).unwrap()[0].offset, 8);
+        assert_eq!(fs::read(&data).unwrap(), b"abcdefgh");
+        // Or the data file is shorter than the record says.
+        append(&s, &id, 8, &[b"kl"]);
+        unmark(&s, &id);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(9)
+            .unwrap();
+        assert_eq!(s.load_all(true).unwrap()[0].offset, 8);
+    }
+
+    /// Bytes written but not committed are cut by `discard_uncommitted`; the CRC of the next
+    /// commit covers only what follows.
+    #[test]
+    fn discarded_bytes_are_not_covered() {
+        let (_tmp, s, id) = fresh();
+        let mut f = s.open_data(&id, 0).unwrap();
+        f.write(b"ab").unwrap();
+        f.commit().unwrap();
+        f.write(b"xx").unwrap();
+        f.discard_uncommitted().unwrap();
+        f.write(b"cd").unwrap();
+        f.commit().unwrap();
+        drop(f);
+        unmark(&s, &id);
+        assert_eq!(s.load_all(true).unwrap()[0].offset, 4, "the CRC matched");
+        assert_eq!(fs::read(s.data_path(&id)).unwrap(), b"abcd");
     }
 }
