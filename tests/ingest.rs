@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::origin::{assert_page_plays, assert_plays, sha256sum};
 use common::uploads::{token_spec, Ingest};
+use common::webhooks::Receiver;
 use service::queue::{EventKind, JobInfo, JobState, Queue, SqliteQueue, TaskState};
 
 #[test]
@@ -140,19 +141,34 @@ fn encoding(j: &JobInfo) -> bool {
 
 /// The single box survives its own stops: a SIGTERM mid-shard hands the shard back at once (its
 /// attempt fails as "worker stopped", the server exits); a SIGKILL mid-shard leaves the lease to
-/// pass; after each restart the job goes on, and ends with one published package.
+/// pass; after each restart the job goes on, and ends with one published package. A webhook
+/// receiver hears `video.processing` once, not once per restart.
 #[test]
 fn the_job_survives_a_sigterm_and_a_sigkill_of_the_single_box() {
     let src = common::fixture("1080p30", 13);
+    let rx = Receiver::start();
+    let hook = format!("{} hex:00ff", rx.url);
     // A short lease: after the SIGKILL the restarted server's worker reclaims the shard soon.
     let mut ing = Ingest::start(
         &[token_spec("alice", "tok-a", "")],
-        &["--job-workers", "1", "--job-lease", "3"],
+        &["--job-workers", "1", "--job-lease", "3", "--webhook", &hook],
     );
     let id = upload(&ing, &src, "trip");
     let q = ing.queue();
+    let delivered = |kind: &str| {
+        rx.delivered()
+            .into_iter()
+            .filter(|h| h.json()["type"] == kind && h.json()["video"] == id.as_str())
+            .map(|h| h.header("idempotency-key").to_string())
+            .collect::<std::collections::HashSet<_>>()
+    };
 
     wait_job(&q, &id, 300, "a shard encoding", encoding);
+    common::origin::wait_until(
+        Duration::from_secs(30),
+        "video.processing delivered",
+        || !delivered("video.processing").is_empty(),
+    );
     let pid = ing.server().child.id() as i32;
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -178,6 +194,14 @@ fn the_job_survives_a_sigterm_and_a_sigkill_of_the_single_box() {
     ing.restart();
     let j = wait_job(&q, &id, 900, "the job's end", |j| j.state.is_final());
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    common::origin::wait_until(Duration::from_secs(30), "video.ready delivered", || {
+        !delivered("video.ready").is_empty()
+    });
+    assert_eq!(
+        delivered("video.processing").len(),
+        1,
+        "video.processing announced again after a restart (one key per event)"
+    );
     // The plan ran once: its finished task was never claimed again.
     let plan_claims = q
         .events(0, 10_000)

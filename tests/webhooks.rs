@@ -71,8 +71,9 @@ fn lifecycle_webhooks_are_signed_retried_and_survive_a_restart() {
         .collect();
     assert_eq!(cursors.len(), 1, "{cursors:?}");
     let queued_seq = first.json()["seq"].as_u64().unwrap();
+    let cursor_seq = cursors[0].lines().next().unwrap_or_default();
     assert!(
-        cursors[0].trim().parse::<u64>().unwrap() < queued_seq,
+        cursor_seq.trim().parse::<u64>().unwrap() < queued_seq,
         "the cursor moved past an unacknowledged event: {cursors:?}"
     );
 

@@ -19,9 +19,11 @@
 //! path): an attempt that times out or gets a non-2xx answer is retried with exponential
 //! backoff and jitter, up to `webhook_attempts`; then the event is kept as a dead letter in
 //! `data_dir/webhooks/<endpoint>/dead/<id>-<video>.json`, logged, and skipped. The endpoint's cursor
-//! (last delivered seq) in `data_dir/webhooks/<endpoint>/cursor` is replaced atomically only
-//! after a 2xx (or a dead letter), so after a restart whatever was not acknowledged is sent
-//! again with the same body and key. A new endpoint starts at the queue's newest event.
+//! in `data_dir/webhooks/<endpoint>/cursor` (the last delivered seq on its first line, then the
+//! jobs whose `video.processing` went out, one per line, so a claim after a restart does not
+//! announce it twice) is replaced atomically only after a 2xx (or a dead letter), so after a
+//! restart whatever was not acknowledged is sent again with the same body and key. A new
+//! endpoint starts at the queue's newest event.
 
 use std::collections::HashSet;
 use std::fs;
@@ -300,6 +302,30 @@ pub fn spawn(
     Ok(())
 }
 
+/// The cursor file's text: `seq`, then the jobs of `started` (sorted, one per line).
+fn cursor_text(seq: u64, started: &HashSet<String>) -> String {
+    let mut jobs: Vec<&str> = started.iter().map(String::as_str).collect();
+    jobs.sort_unstable();
+    let mut s = format!("{seq}\n");
+    for j in jobs {
+        s.push_str(j);
+        s.push('\n');
+    }
+    s
+}
+
+/// Parses [`cursor_text`] (or an earlier version's bare seq).
+fn parse_cursor(s: &str) -> Option<(u64, HashSet<String>)> {
+    let mut lines = s.lines();
+    let seq = lines.next()?.trim().parse().ok()?;
+    let started = lines
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    Some((seq, started))
+}
+
 struct Deliverer {
     queue: Arc<dyn Queue>,
     data_dir: PathBuf,
@@ -314,13 +340,12 @@ impl Deliverer {
         self.dir.join(CURSOR)
     }
 
-    /// The last delivered seq; a new endpoint starts at the queue's newest event.
-    fn start(&self) -> Result<u64, String> {
+    /// The last delivered seq and the jobs whose processing was announced; a new endpoint
+    /// starts at the queue's newest event.
+    fn start(&self) -> Result<(u64, HashSet<String>), String> {
         match fs::read_to_string(self.cursor_path()) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| format!("{}: not a sequence number", self.cursor_path().display())),
+            Ok(s) => parse_cursor(&s)
+                .ok_or_else(|| format!("{}: not a sequence number", self.cursor_path().display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let after = self.queue.last_event_seq().map_err(|e| e.to_string())?;
                 let newest = deletions_after(&self.data_dir, "")
@@ -329,21 +354,21 @@ impl Deliverer {
                     .unwrap_or_default();
                 replace(&self.dir, DELETIONS_CURSOR, newest.as_bytes())
                     .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-                self.save(after)
+                self.save(after, &HashSet::new())
                     .map_err(|e| format!("{}: {e}", self.cursor_path().display()))?;
-                Ok(after)
+                Ok((after, HashSet::new()))
             }
             Err(e) => Err(format!("{}: {e}", self.cursor_path().display())),
         }
     }
 
-    fn save(&self, seq: u64) -> io::Result<()> {
-        replace(&self.dir, CURSOR, seq.to_string().as_bytes())
+    fn save(&self, seq: u64, started: &HashSet<String>) -> io::Result<()> {
+        replace(&self.dir, CURSOR, cursor_text(seq, started).as_bytes())
     }
 
     fn run(self) {
         let url = self.endpoint.url.clone();
-        let mut after = loop {
+        let (mut after, mut started) = loop {
             match self.start() {
                 Ok(s) => break s,
                 Err(e) => {
@@ -353,7 +378,6 @@ impl Deliverer {
             }
         };
         tracing::info!(target: "service", webhook = %url, after, "webhook deliveries started");
-        let mut started = HashSet::new();
         loop {
             let events = match self.queue.events(after, BATCH) {
                 Ok(e) => e,
@@ -387,7 +411,7 @@ impl Deliverer {
                 after = e.seq;
                 // Events without a notice move the cursor too (lazily: losing that write only
                 // rereads them).
-                if let Err(err) = self.save(after) {
+                if let Err(err) = self.save(after, &started) {
                     tracing::error!(target: "service", webhook = %url, error = %err, "cannot save the webhook cursor");
                 }
             }
@@ -529,5 +553,20 @@ mod tests {
                 "{a}: {d:?}"
             );
         }
+    }
+
+    #[test]
+    fn cursors_round_trip_with_the_jobs_in_processing() {
+        let started: HashSet<String> = ["b".to_string(), "a".to_string()].into();
+        let t = cursor_text(42, &started);
+        assert_eq!(t, "42\na\nb\n");
+        assert_eq!(parse_cursor(&t), Some((42, started)));
+        assert_eq!(
+            parse_cursor("7\n"),
+            Some((7, HashSet::new())),
+            "an earlier version's"
+        );
+        assert_eq!(parse_cursor("x\n"), None);
+        assert_eq!(parse_cursor(""), None);
     }
 }
