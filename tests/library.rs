@@ -1,14 +1,14 @@
 //! The library page at `/` of `abr serve --ingest` in headless Chromium (issue 13, acceptance
 //! 6): an upload through the form becomes a video that plays from its row's link; a reload
 //! during an upload resumes the same upload; a refused token is asked again; a non-media upload
-//! shows the packager's reason and can be deleted.
+//! shows the packager's reason and can be deleted; pause resumes, and a row cancels and retries.
 
 mod common;
 
 use common::library::{drive, progress_between};
 use common::origin::{assert_page_plays, get, sample_root, sha256sum, Server};
 use common::uploads::{token_spec, Ingest};
-use service::queue::Queue;
+use service::queue::{EventKind, JobState, Queue};
 
 fn alice() -> Vec<String> {
     vec![token_spec("alice", "tok-a", "")]
@@ -102,61 +102,104 @@ fn an_upload_through_the_page_becomes_ready_and_its_play_link_plays() {
     assert_page_plays(&server.url("/play/alice/holiday"), "hls");
 }
 
-#[test]
-fn a_reload_during_an_upload_resumes_the_same_upload_from_the_servers_offset() {
+/// An upload of a 10 s mezzanine through the page as `name`, interrupted by `mode` (`reload` or
+/// `pause`, see library.mjs) while its second PATCH is held (each is held 3 s before it), on a
+/// server without workers (the video stops at `queued`). Returns the server, the report and the
+/// source.
+fn interrupted(mode: &str, name: &str) -> (Ingest, serde_json::Value, std::path::PathBuf) {
     let src = common::fixture("mezz480", 10);
-    // No workers: the video stops at `queued` (its packaging is the other test's).
     let ing = Ingest::start(&alice(), &[]);
-    // Each PATCH before the reload is held 3 s: the reload lands while the second one is held.
     let v = drive(
         &ing,
         "tok-a",
         Some(&src),
-        "reload",
-        &["--name", "resumed", "--delay-ms", "3000"],
+        mode,
+        &["--name", name, "--delay-ms", "3000"],
     );
     eprintln!(
-        "received at reload {}, patches {}",
-        v["receivedAtReload"], v["patches"]
+        "{mode}: received at the interruption {}, patches {}, states {}",
+        v["receivedAtReload"], v["patches"], v["states"]
     );
+    (ing, v, src)
+}
+
+/// After an interrupted upload (reload or pause, `drive`'s report `v`) of `src`: one upload was
+/// created, bytes were sent before the interruption, the first PATCH after it started at the
+/// server's offset then, and the stored bytes are `src`'s. Returns the upload's id and that
+/// offset.
+fn assert_resumed(ing: &Ingest, v: &serde_json::Value, src: &std::path::Path) -> (String, u64) {
+    assert_eq!(v["creates"], 1, "one upload, resumed: {v}");
+    let at = v["receivedAtReload"].as_u64().unwrap_or(0);
+    assert!(at > 0, "{v}");
+    let patches = v["patches"].as_array().cloned().unwrap_or_default();
+    assert!(
+        patches.iter().any(|p| p["afterReload"] == false),
+        "a chunk was sent before the interruption: {v}"
+    );
+    let first_after = patches
+        .iter()
+        .find(|p| p["afterReload"] == true)
+        .unwrap_or_else(|| panic!("no PATCH after the interruption: {v}"));
+    assert_eq!(
+        first_after["offset"].as_u64(),
+        Some(at),
+        "the first PATCH after the interruption starts at the server's offset: {v}"
+    );
+    let ids = ing.upload_ids();
+    assert_eq!(ids.len(), 1, "no second upload: {ids:?}");
+    assert_eq!(
+        sha256sum(&ing.data_file(&ids[0])),
+        sha256sum(src),
+        "stored bytes"
+    );
+    (ids[0].clone(), at)
+}
+
+#[test]
+fn a_reload_during_an_upload_resumes_the_same_upload_from_the_servers_offset() {
+    let (ing, v, src) = interrupted("reload", "resumed");
     assert_eq!(
         v["loginAfterReload"], false,
         "the token is kept for the tab: {v}"
     );
-    assert_eq!(v["creates"], 1, "one upload, resumed: {v}");
-    let at_reload = v["receivedAtReload"].as_u64().unwrap_or(0);
-    assert!(at_reload > 0, "{v}");
+    let (id, at_reload) = assert_resumed(&ing, &v, &src);
     assert_eq!(
         at_reload % (8 << 20),
         0,
         "no PATCH was cut short by the reload: {v}"
     );
-    let patches = v["patches"].as_array().cloned().unwrap_or_default();
-    assert!(
-        patches.iter().any(|p| p["afterReload"] == false),
-        "a chunk was sent before the reload: {v}"
-    );
-    let first_after = patches
-        .iter()
-        .find(|p| p["afterReload"] == true)
-        .unwrap_or_else(|| panic!("no PATCH after the reload: {v}"));
-    assert_eq!(
-        first_after["offset"].as_u64(),
-        Some(at_reload),
-        "the first PATCH after the reload starts at the server's offset: {v}"
-    );
-
-    let ids = ing.upload_ids();
-    assert_eq!(ids.len(), 1, "no second upload: {ids:?}");
-    assert_eq!(v["id"], ids[0].as_str(), "{v}");
-    assert_eq!(
-        sha256sum(&ing.data_file(&ids[0])),
-        sha256sum(&src),
-        "stored bytes"
-    );
+    assert_eq!(v["id"], id.as_str(), "{v}");
     let list = videos(&ing);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["state"], "queued", "{list:?}");
+}
+
+/// Pause and resume through the form, then Cancel and Retry on the row: one upload, resumed
+/// from the server's offset, its job cancelled and queued again.
+#[test]
+fn pause_resumes_and_the_row_cancels_and_retries() {
+    let (ing, v, src) = interrupted("pause", "paused");
+    let (id, _) = assert_resumed(&ing, &v, &src);
+    let states: Vec<&str> = v["states"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        states.ends_with(&["queued", "cancelled", "queued"]),
+        "{states:?}"
+    );
+    let job = ing.queue().job(&id).unwrap().expect("its job");
+    assert_eq!(job.state, JobState::Queued, "{job:?}");
+    let events = ing.queue().events(0, 1000).unwrap();
+    let kinds: Vec<EventKind> = events
+        .iter()
+        .filter(|e| e.job == id && e.task.is_none())
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&EventKind::Cancelled) && kinds.contains(&EventKind::Retried),
+        "{kinds:?}"
+    );
 }
 
 #[test]

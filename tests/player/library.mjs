@@ -13,6 +13,10 @@
 //           bytes received (GET /api/v1/videos), the page is reloaded (the PATCH held then is
 //           aborted), the same file is picked again and the upload finishes; waits until the
 //           video is past `uploading`. receivedAtReload: the server's bytes after the reload.
+//   pause   like reload, but the form's Pause button interrupts the upload (no reload); once it
+//           is complete, the row's Cancel button cancels the queued job (`cancelled`, Retry
+//           shown) and Retry queues it again. receivedAtReload: the server's bytes after the
+//           pause; states: the row's states seen.
 //   failed  the row reaches `failed` (its reason is reported), then Delete removes it.
 //   pages   (no upload, no --file) the list's pages: the newest 20 rows, Older, Newest again.
 // --filename uploads the file's bytes under that file name (to check it is shown as text).
@@ -29,7 +33,7 @@ import { launch, parseOrExit, runCleanups } from './chromium.mjs';
 
 const { opts, usage } = parseOrExit(
   'library.mjs',
-  'usage: node library.mjs --url URL --token TOKEN [--file PATH] --mode upload|reload|failed|pages [--name NAME] [--filename NAME] [--delay-ms 0] [--bad-token T] [--timeout 600]',
+  'usage: node library.mjs --url URL --token TOKEN [--file PATH] --mode upload|reload|pause|failed|pages [--name NAME] [--filename NAME] [--delay-ms 0] [--bad-token T] [--timeout 600]',
   {
     url: { type: 'string' },
     token: { type: 'string' },
@@ -43,7 +47,7 @@ const { opts, usage } = parseOrExit(
     verbose: { type: 'boolean', short: 'v', default: false },
   },
 );
-if (!['upload', 'reload', 'failed', 'pages'].includes(opts.mode)) usage('bad --mode');
+if (!['upload', 'reload', 'pause', 'failed', 'pages'].includes(opts.mode)) usage('bad --mode');
 if (!opts.url || !opts.token || (!opts.file && opts.mode !== 'pages')) usage('need --url, --token and --file');
 const base = new URL(opts.url);
 const delayMs = Number(opts['delay-ms']);
@@ -79,8 +83,8 @@ const result = {
   refusalShown: null,
   pages: null,
 };
-// The reload: PATCHes held when it starts are aborted, so none is half sent (`reloading`);
-// `afterReload` once the new document has loaded.
+// The reload (or the pause): PATCHes held when it starts are aborted, so none is half sent
+// (`reloading`); `afterReload` once the new document has loaded (or the page says Paused).
 let reloading = false;
 // While a bad token is tried (its 401 is expected).
 let refusing = false;
@@ -112,6 +116,14 @@ async function until(what, cond, everyMs = 100) {
     checkDeadline();
     await sleep(everyMs);
   }
+}
+
+/// The upload once the server reports bytes received.
+function receivedSome() {
+  return until('waiting for received bytes', async () => {
+    const vs = await videos();
+    return vs.find((x) => x.state === 'uploading' && x.received > 0);
+  });
 }
 
 async function pickAndStart(page, files) {
@@ -247,10 +259,7 @@ async function main() {
   await pickAndStart(page, files);
 
   if (opts.mode === 'reload') {
-    const v = await until('waiting for received bytes', async () => {
-      const vs = await videos();
-      return vs.find((x) => x.state === 'uploading' && x.received > 0);
-    });
+    const v = await receivedSome();
     result.id = v.id;
     reloading = true;
     phase = 'reloading';
@@ -261,6 +270,18 @@ async function main() {
     result.receivedAtReload = (await videos()).find((x) => x.id === v.id)?.received ?? null;
     result.loginAfterReload = await page.isVisible('#login');
     if (result.loginAfterReload) throw new Failure('the token was asked again after a reload');
+    await pickAndStart(page, files);
+  } else if (opts.mode === 'pause') {
+    const v = await receivedSome();
+    result.id = v.id;
+    reloading = true;
+    phase = 'pausing';
+    await page.click('#pause');
+    await until('waiting for Paused', async () =>
+      page.evaluate(() => document.getElementById('upload-status').textContent.startsWith('Paused')),
+    );
+    afterReload = true;
+    result.receivedAtReload = (await videos()).find((x) => x.id === v.id)?.received ?? null;
     await pickAndStart(page, files);
   }
   await followUpload(page);
@@ -277,6 +298,15 @@ async function main() {
       const st = await rowState(page);
       return st && st.state !== 'uploading';
     }, 100);
+  } else if (opts.mode === 'pause') {
+    await until('waiting for queued', async () => (await rowState(page))?.state === 'queued', 100);
+    phase = 'cancelling';
+    await page.click('#videos tbody tr .cancel');
+    await until('waiting for cancelled', async () => (await rowState(page))?.state === 'cancelled', 100);
+    if (!(await page.isVisible('#videos tbody tr .retry'))) throw new Failure('no Retry button on a cancelled video');
+    phase = 'retrying';
+    await page.click('#videos tbody tr .retry');
+    await until('waiting for queued again', async () => (await rowState(page))?.state === 'queued', 100);
   } else {
     await until('waiting for failed', async () => {
       const st = await rowState(page);
