@@ -221,8 +221,40 @@ write_node_args() { # I KEY
   (umask 077 && printf '%s\0' "${args[@]}" >"$CLUSTER_DIR/node$i.args")
 }
 
+# wait_started NAME PID LOG CHECK...: polls CHECK (a command) until it succeeds; dies with
+# LOG's tail when PID exits first, or after READY_DEADLINE_S (saying $NOT_READY_WHY, which a
+# check may set).
+NOT_READY_WHY=
+wait_started() {
+  local name=$1 pid=$2 log=$3 end=$((SECONDS + READY_DEADLINE_S))
+  shift 3
+  NOT_READY_WHY=
+  until "$@"; do
+    if ! proc_alive "$pid"; then
+      tail_log "$log"
+      die "$name exited during start-up (log: $log)"
+    fi
+    if ((SECONDS >= end)); then
+      tail_log "$log"
+      die "$name not ready within ${READY_DEADLINE_S} s${NOT_READY_WHY:+: $NOT_READY_WHY} (log: $log; pid $pid)"
+    fi
+    sleep 0.1
+  done
+}
+
+node_ready() { # LISTEN: /readyz answers 200
+  local code
+  code=$(http_code "http://$1/readyz")
+  NOT_READY_WHY="/readyz on $1 answered ${code/#000/nothing}"
+  [[ $code == 200 ]]
+}
+
+worker_running() { # LOG FROM: the log says "abr worker running" past byte FROM
+  tail -c "+$2" "$1" | grep -q 'abr worker running'
+}
+
 start_node() { # I (the node must be down); waits for /readyz 200
-  local i=$1 listen port log args=() pid code end
+  local i=$1 listen port log args=() pid
   [[ -f $CLUSTER_DIR/node$i.args ]] || die "no $CLUSTER_DIR/node$i.args: run 'up' first"
   listen=$(node_listen "$i")
   port=${listen##*:}
@@ -236,20 +268,7 @@ start_node() { # I (the node must be down); waits for /readyz 200
   setsid "${args[@]}" </dev/null >>"$log" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$(pidfile "node$i")"
-  end=$((SECONDS + READY_DEADLINE_S))
-  while :; do
-    code=$(http_code "http://$listen/readyz")
-    [[ $code == 200 ]] && break
-    if ! proc_alive "$pid"; then
-      tail_log "$log"
-      die "node$i exited during start-up (log: $log)"
-    fi
-    if ((SECONDS >= end)); then
-      tail_log "$log"
-      die "node$i not ready: /readyz on $listen answered ${code/#000/nothing} for ${READY_DEADLINE_S} s (log: $log; pid $pid)"
-    fi
-    sleep 0.1
-  done
+  wait_started "node$i" "$pid" "$log" node_ready "$listen"
   log "node$i ready (pid $pid)"
 }
 
@@ -279,7 +298,7 @@ write_worker_args() { # I
 }
 
 start_worker() { # I (it must be down); waits for its "abr worker running" line
-  local i=$1 log args=() pid end from
+  local i=$1 log args=() pid from
   [[ -f $CLUSTER_DIR/worker$i.args ]] || die "no $CLUSTER_DIR/worker$i.args: run 'up' first"
   log=$CLUSTER_DIR/worker$i.log
   mapfile -d '' -t args <"$CLUSTER_DIR/worker$i.args"
@@ -290,18 +309,7 @@ start_worker() { # I (it must be down); waits for its "abr worker running" line
   setsid "${args[@]}" </dev/null >>"$log" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$(pidfile "worker$i")"
-  end=$((SECONDS + READY_DEADLINE_S))
-  until tail -c "+$from" "$log" | grep -q 'abr worker running'; do
-    if ! proc_alive "$pid"; then
-      tail_log "$log"
-      die "worker$i exited during start-up (log: $log)"
-    fi
-    if ((SECONDS >= end)); then
-      tail_log "$log"
-      die "worker$i did not start within ${READY_DEADLINE_S} s (log: $log; pid $pid)"
-    fi
-    sleep 0.1
-  done
+  wait_started "worker$i" "$pid" "$log" worker_running "$log" "$from"
   log "worker$i running (pid $pid)"
 }
 
