@@ -226,8 +226,10 @@ upload_run() {
   log "  $id: $(python3 "$HELP" merge "$RUNS/$id.json" "$RUNS/$id.client.json" "$RUNS/$id.upload.log" "$pr")"
   printf '%s\t%s\t%s\t%s\n' "$kind" "$tag" "$server" "$RUNS/$id.json" >>"$OUT/runs.tsv"
 }
-# Fresh store per run (and no upload left behind: up to LARGE bytes each).
-fresh() { rm -rf "$STORE"; mkdir -p "$STORE"; }
+# Fresh store per run (and no upload left behind: up to LARGE bytes each), then `sync`: no run
+# starts while the writeback or the journal commit of the one before is still going on (abr's
+# fdatasyncs would wait for them, a server that never flushes would not).
+fresh() { rm -rf "$STORE"; mkdir -p "$STORE"; sync; }
 
 # A check that the stored bytes are the sent ones (the last run of each server, size-only
 # for the big ones would be weak: compare the file itself).

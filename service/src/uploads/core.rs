@@ -9,10 +9,10 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::rt::task::{spawn_blocking, JoinHandle};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::BytesMut;
 use futures_util::StreamExt;
 
 use super::auth::Principal;
+use super::block::Block;
 use super::checksum::{self, Expected};
 use super::lock::Held;
 use super::store::{Appender, UploadState};
@@ -256,11 +256,12 @@ pub(super) async fn write_body(
     .await
     .map_err(|e| failed("opening", e))?;
     let mut pipe = Pipeline {
-        idle: Some((appender, BytesMut::with_capacity(WRITE_BUF))),
+        idle: Some((appender, Block::new(WRITE_BUF))),
         busy: None,
         held: held.clone(),
     };
-    let mut buf = BytesMut::with_capacity(WRITE_BUF);
+    let mut buf = Block::new(WRITE_BUF);
+    buf.begin(start);
     // Bytes received, the offset of the last commit asked for, and the last durable one.
     let (mut received, mut asked, mut committed) = (start, start, start);
     let mut hasher = expected.as_ref().map(|e| e.hasher());
@@ -296,10 +297,9 @@ pub(super) async fn write_body(
         // WRITE_BUF bytes.
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            let n = rest.len().min(WRITE_BUF - buf.len());
-            buf.extend_from_slice(&rest[..n]);
+            let n = buf.push(rest);
             rest = &rest[n..];
-            if buf.len() < WRITE_BUF {
+            if buf.room() > 0 {
                 continue;
             }
             let at = received - rest.len() as u64;
@@ -312,6 +312,7 @@ pub(super) async fn write_body(
                 .submit(buf, commit)
                 .await
                 .map_err(|e| failed("writing", e))?;
+            buf.begin(at);
             if let Some(off) = done {
                 committed = off;
                 entry.offset.store(off, Ordering::Release);
@@ -375,13 +376,13 @@ pub(super) async fn write_body(
 }
 
 /// A write in flight on the blocking pool; it returns the offset it made durable, if it commits.
-type Busy = JoinHandle<io::Result<(Appender, BytesMut, Option<u64>)>>;
+type Busy = JoinHandle<io::Result<(Appender, Block, Option<u64>)>>;
 
 /// The writes of one body: one in flight on the blocking pool while the next buffer fills, so
 /// receiving overlaps writing and syncing. Two buffers of [`WRITE_BUF`] bytes, reused.
 struct Pipeline {
     /// The appender and the spare buffer, while no write is in flight.
-    idle: Option<(Appender, BytesMut)>,
+    idle: Option<(Appender, Block)>,
     busy: Option<Busy>,
     /// The upload's lock, held by every write (it outlives a request that goes away).
     held: Arc<Held>,
@@ -401,7 +402,7 @@ impl Pipeline {
     /// Waits for the write in flight, then starts writing `buf` (and, with `commit`, making
     /// every byte written durable). Returns the spare buffer (empty) and the offset the
     /// previous write made durable, if any.
-    async fn submit(&mut self, buf: BytesMut, commit: bool) -> io::Result<(BytesMut, Option<u64>)> {
+    async fn submit(&mut self, buf: Block, commit: bool) -> io::Result<(Block, Option<u64>)> {
         let done = self.wait().await?;
         let (mut appender, spare) = self
             .idle
@@ -410,9 +411,7 @@ impl Pipeline {
         let held = self.held.clone();
         let job = spawn_blocking(move || {
             let _held = held;
-            let mut buf = buf;
             appender.write(&buf)?;
-            buf.clear();
             let done = if commit {
                 Some(appender.commit()?)
             } else {

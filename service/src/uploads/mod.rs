@@ -19,6 +19,7 @@
 //! and marked, so every complete upload has exactly one job.
 
 pub mod auth;
+mod block;
 pub mod checksum;
 pub mod core;
 pub mod cors;
