@@ -90,33 +90,21 @@ def merge(out, measure, upload_log, proc_json):
           f"{res['server_hwm_kb'] / 1024:.1f} MiB, server CPU {res['server_cpu_s']:.2f} s")
 
 
-def _writeback():
-    """sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE) through libc (os has no binding), or
-    a no-op where it is missing."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        f = libc.sync_file_range
-    except (OSError, AttributeError):
-        return lambda fd, off, n: None
-    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return lambda fd, off, n: f(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE
-
-
 def disk(out, src, d, chunk, mode):
     """Local write ceiling: SRC copied into D/disk.bin in 1 MiB writes (abr's WRITE_BUF), with
-    mode "none": no fsync (@tus/file-store's model), or "chunk": abr's model
-    (service/src/uploads/store.rs, offsets.rs): writeback started after every write
-    (sync_file_range), and after every CHUNK bytes a 40-byte pending offset record written in
-    place into one of the two record slots of a 1.5 KiB offset file, the data and the record
-    fdatasynced concurrently, then the mark written (abr's commit per PATCH of CHUNK bytes).
-    Prints MB/s and the seconds."""
+    mode "none": no fsync, through the page cache (@tus/file-store's model), or "chunk": abr's
+    model (service/src/uploads/store.rs, block.rs, offsets.rs): O_DIRECT writes from an aligned
+    buffer (a last unaligned piece through the page cache), and after every CHUNK bytes a 40-byte
+    pending offset record written in place into one of the two record slots of a 1.5 KiB offset
+    file, the data and the record fdatasynced concurrently, then the mark written (abr's commit
+    per PATCH of CHUNK bytes). Prints MB/s and the seconds."""
+    import mmap
+
     chunk = int(chunk)
     os.makedirs(d, exist_ok=True)
     dst = os.path.join(d, "disk.bin")
     buf = 1 << 20
-    writeback = _writeback()
+    aligned = mmap.mmap(-1, buf)  # page-aligned, as O_DIRECT wants
     t0 = time.monotonic()
     total = 0
     since = 0
@@ -124,14 +112,18 @@ def disk(out, src, d, chunk, mode):
     ofd = os.open(os.path.join(d, "offset"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(ofd, bytes(1536))
     os.fsync(ofd)
-    with open(src, "rb", buffering=0) as fi, open(dst, "wb", buffering=0) as fo:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    dfd = os.open(dst, os.O_WRONLY | os.O_DIRECT) if mode == "chunk" else None
+    with open(src, "rb", buffering=0) as fi:
         while True:
             b = fi.read(buf)
             if not b:
                 break
-            fo.write(b)
-            if mode == "chunk":
-                writeback(fo.fileno(), total, len(b))
+            if dfd is not None and len(b) % 4096 == 0:
+                aligned[: len(b)] = b
+                os.pwrite(dfd, memoryview(aligned)[: len(b)], total)
+            else:
+                os.pwrite(fd, b, total)
             total += len(b)
             since += len(b)
             if mode == "chunk" and since >= chunk:
@@ -141,11 +133,14 @@ def disk(out, src, d, chunk, mode):
                           + bytes(16), (seq % 2) * 512)
                 flush = threading.Thread(target=os.fdatasync, args=(ofd,))
                 flush.start()
-                os.fdatasync(fo.fileno())
+                os.fdatasync(fd)
                 flush.join()
                 os.pwrite(ofd, b"abrmark1" + seq.to_bytes(8, "little") + bytes(4), 1024)
         if mode == "chunk":
-            os.fdatasync(fo.fileno())
+            os.fdatasync(fd)
+    os.close(fd)
+    if dfd is not None:
+        os.close(dfd)
     os.close(ofd)
     s = time.monotonic() - t0
     os.unlink(dst)
@@ -264,8 +259,8 @@ def report(d):
             cpu = {s: statistics.median([r["server_cpu_s"] / (r["bytes"] / 1e9)
                                          for k, t, sv, r in thr if sv == s]) for s in med}
             p(f"- Server CPU per GB (median): abr {cpu['abr']:.2f} s, tus {cpu['tus']:.2f} s.")
-        p("- Durability is not the same: abr fdatasyncs the data file (and then writes its offset "
-          "record in place and fdatasyncs it) before a PATCH is acknowledged, and at least every 16 MiB "
+        p("- Durability is not the same: abr writes the data with O_DIRECT and fdatasyncs it and "
+          "its offset record (concurrently) before a PATCH is acknowledged, and at least every 16 MiB "
           "within a long PATCH (`service/src/uploads/store.rs`, `core.rs`). @tus/file-store "
           f"{env('BENCH_TUS_FILESTORE')} does not fsync at all: `FileStore.write` pipes the body "
           "into `fs.createWriteStream(path, {flags: 'r+', start: offset})` and answers when the "
@@ -278,10 +273,10 @@ def report(d):
     if dk:
         p("### Local write ceilings (same window, no network, no server)\n")
         p("The same file copied by Python into the same filesystem in 1 MiB writes: `none` = no "
-          "fsync (@tus/file-store's model); `chunk` = writeback started after every write "
-          "(sync_file_range), after every chunk an fdatasync of the data and an offset record "
-          "written in place and fdatasynced: abr's commit per PATCH. One of each per round, "
-          "after the two uploads.\n")
+          "fsync, through the page cache (@tus/file-store's model); `chunk` = O_DIRECT writes, "
+          "after every chunk an offset record written in place, the data and the record "
+          "fdatasynced concurrently: abr's commit per PATCH. One of each per round, after the "
+          "two uploads.\n")
         p("| round | none MB/s | chunk MB/s |")
         p("|---|---:|---:|")
         ceil = {"none": [], "chunk": []}
