@@ -21,14 +21,15 @@
 #               (scripts/bench/ingest.py disk: the file copied in 1 MiB writes with no fsync,
 #               and with abr's commit — fdatasync + durable offset file — every CHUNK bytes).
 #   memory      abr's VmHWM during a LARGE (default 4G) upload vs a SMALL (default 100M) one, a
-#               fresh server each; ratio (target <= 1.10).
-#   playable    a PLAY_S (default 60) s fixtures/make.sh PLAY_SHAPE (default 1080p30; mezz1080
-#               for a mezzanine bitrate) source uploaded to abr serve --ingest --job-workers
+#               fresh server each; MEM_RUNS (default 3) pairs, small then large; the ratio of
+#               each pair, median and worst (target <= 1.10).
+#   playable    a PLAY_S (default 60) s fixtures/make.sh PLAY_SHAPE (default mezz1080, a
+#               mezzanine bitrate, ~25 Mb/s; 1080p30 is the light test fixture) source uploaded to abr serve --ingest --job-workers
 #               JOB_WORKERS (default 2); time from the last PATCH's response to both manifests
 #               on disk and to ffprobe reading the HLS master over HTTP from the server.
 #               PLAY_RUNS (default 1) runs, a fresh server each.
 #
-# Environment: CHUNK=8M LARGE=4G SMALL=100M PLAY_S=60 PLAY_SHAPE=1080p30 JOB_WORKERS=2
+# Environment: CHUNK=8M LARGE=4G SMALL=100M MEM_RUNS=3 PLAY_S=60 PLAY_SHAPE=mezz1080 JOB_WORKERS=2
 #              PLAY_RUNS=1 ABR_BIN (use this binary, no build) PORT_BASE=18480
 #              BENCH_NOTE (a sentence for the report, e.g. that the machine was shared)
 #
@@ -70,7 +71,8 @@ CHUNK=$(bytes_of "${CHUNK:-8M}")
 LARGE=$(bytes_of "${LARGE:-4G}")
 SMALL=$(bytes_of "${SMALL:-100M}")
 PLAY_S=${PLAY_S:-60}
-PLAY_SHAPE=${PLAY_SHAPE:-1080p30}
+PLAY_SHAPE=${PLAY_SHAPE:-mezz1080}
+MEM_RUNS=${MEM_RUNS:-3}
 JOB_WORKERS=${JOB_WORKERS:-2}
 PLAY_RUNS=${PLAY_RUNS:-1}
 PORT_BASE=${PORT_BASE:-18480}
@@ -78,6 +80,7 @@ PORT_BASE=${PORT_BASE:-18480}
 [[ $PLAY_S =~ ^[0-9]+$ && $PLAY_S -ge 2 ]] || die "PLAY_S must be an integer >= 2"
 [[ $JOB_WORKERS =~ ^[0-9]+$ && $JOB_WORKERS -ge 1 ]] || die "JOB_WORKERS must be an integer >= 1"
 [[ $PLAY_RUNS =~ ^[0-9]+$ && $PLAY_RUNS -ge 1 ]] || die "PLAY_RUNS must be an integer >= 1"
+[[ $MEM_RUNS =~ ^[0-9]+$ && $MEM_RUNS -ge 1 ]] || die "MEM_RUNS must be an integer >= 1"
 ((SIZE > 0 && CHUNK > 0 && LARGE > 0 && SMALL > 0)) || die "sizes must be > 0"
 IFS=, read -r -a PARTS <<<"$ONLY"
 for p in "${PARTS[@]}"; do [[ $p =~ ^(throughput|memory|playable)$ ]] || die "unknown part $p"; done
@@ -278,17 +281,23 @@ if want memory; then
   for which in small large; do
     n=$SMALL
     [[ $which == large ]] && n=$LARGE
-    f=$DATA/random-$n.bin
-    log "data: $f ($n pseudo-random bytes, made once)"
-    python3 "$HELP" gen "$f" "$n" 2
-    cmd "python3 scripts/bench/ingest.py gen $f $n 2"
-    cat "$f" >/dev/null
-    fresh
-    log "memory: $which ($n bytes) to abr"
-    start_abr "$STORE" "mem-$which"
-    upload_run memory "$which" abr "$f" "mem-$which"
-    fresh
+    log "data: $DATA/random-$n.bin ($n pseudo-random bytes, made once)"
+    python3 "$HELP" gen "$DATA/random-$n.bin" "$n" 2
+    cmd "python3 scripts/bench/ingest.py gen $DATA/random-$n.bin $n 2"
   done
+  for ((r = 1; r <= MEM_RUNS; r++)); do
+    for which in small large; do
+      n=$SMALL
+      [[ $which == large ]] && n=$LARGE
+      f=$DATA/random-$n.bin
+      cat "$f" >/dev/null
+      fresh
+      log "memory: pair $r/$MEM_RUNS, $which ($n bytes) to abr"
+      start_abr "$STORE" "mem-r$r-$which"
+      upload_run memory "r$r-$which" abr "$f" "mem-r$r-$which"
+    done
+  done
+  fresh
 fi
 
 # ---------------------------------------------------------------------------------------------
