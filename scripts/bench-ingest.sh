@@ -24,8 +24,8 @@
 #               fresh server each; MEM_RUNS (default 3) pairs, small then large; the ratio of
 #               each pair, median and worst (target <= 1.10).
 #   playable    a PLAY_S (default 60) s fixtures/make.sh PLAY_SHAPE (default mezz1080, a
-#               mezzanine bitrate, ~25 Mb/s; 1080p30 is the light test fixture) source uploaded to abr serve --ingest --job-workers
-#               JOB_WORKERS (default 2); time from the last PATCH's response to both manifests
+#               mezzanine bitrate, ~25 Mb/s; 1080p30 is the light test fixture) source uploaded
+#               to abr serve --ingest --job-workers JOB_WORKERS (default 2); time from the last PATCH's response to both manifests
 #               on disk and to ffprobe reading the HLS master over HTTP from the server.
 #               PLAY_RUNS (default 1) runs, a fresh server each.
 #
@@ -278,23 +278,22 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 4. Memory: abr only, large vs small.
 if want memory; then
+  declare -A MEM_FILE
   for which in small large; do
     n=$SMALL
     [[ $which == large ]] && n=$LARGE
-    log "data: $DATA/random-$n.bin ($n pseudo-random bytes, made once)"
-    python3 "$HELP" gen "$DATA/random-$n.bin" "$n" 2
-    cmd "python3 scripts/bench/ingest.py gen $DATA/random-$n.bin $n 2"
+    MEM_FILE[$which]=$DATA/random-$n.bin
+    log "data: ${MEM_FILE[$which]} ($n pseudo-random bytes, made once)"
+    python3 "$HELP" gen "${MEM_FILE[$which]}" "$n" 2
+    cmd "python3 scripts/bench/ingest.py gen ${MEM_FILE[$which]} $n 2"
   done
   for ((r = 1; r <= MEM_RUNS; r++)); do
     for which in small large; do
-      n=$SMALL
-      [[ $which == large ]] && n=$LARGE
-      f=$DATA/random-$n.bin
-      cat "$f" >/dev/null
+      cat "${MEM_FILE[$which]}" >/dev/null
       fresh
-      log "memory: pair $r/$MEM_RUNS, $which ($n bytes) to abr"
+      log "memory: pair $r/$MEM_RUNS, $which to abr"
       start_abr "$STORE" "mem-r$r-$which"
-      upload_run memory "r$r-$which" abr "$f" "mem-r$r-$which"
+      upload_run memory "r$r-$which" abr "${MEM_FILE[$which]}" "mem-r$r-$which"
     done
   done
   fresh

@@ -304,15 +304,14 @@ def report(d):
             by[tag] = r
             p(f"| {tag} | {r['bytes']} | {r['seconds']:.2f} | {mb(r):.1f} | "
               f"{r['server_hwm_kb'] / 1024:.1f} | {r['server_rss_kb'] / 1024:.1f} |")
-        ratios = []
-        for t in sorted({t.rsplit("-", 1)[0] for t in by}):
+        ratios = []  # (pair, large / small), in the order the pairs ran
+        for t in dict.fromkeys(t.rsplit("-", 1)[0] for t in by):
             lg, sm = by.get(t + "-large"), by.get(t + "-small")
             if lg and sm:
                 ratios.append((t, lg["server_hwm_kb"] / sm["server_hwm_kb"]))
         if ratios:
             med, worst = statistics.median(v for _, v in ratios), max(v for _, v in ratios)
-            lg = next(r for k, t, s_, r in mem if t.endswith("-large"))
-            sm = next(r for k, t, s_, r in mem if t.endswith("-small"))
+            lg, sm = by[ratios[0][0] + "-large"], by[ratios[0][0] + "-small"]
             each = ", ".join(f"{t} {v:.3f}" for t, v in ratios)
             ok = "met" if worst <= 1.10 else ("met by the median" if med <= 1.10 else "NOT met")
             p(f"\n- **Peak RSS {mib(lg['bytes']):.0f} MiB upload / {mib(sm['bytes']):.0f} MiB "
